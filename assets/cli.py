@@ -1,0 +1,46 @@
+"""The ``restem`` command line: ``demo`` (through Dagster) plus the core's ``sql`` / ``verify`` / ``sandbox``."""
+
+import argparse
+import sys
+
+from restem_pipeline.cli import add_core_commands
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from assets.definitions import iterations_from_env
+    from assets.demo import QUICK, comparison_table, run_demo
+
+    overrides = dict(QUICK) if args.quick else {}
+    if args.samples_per_problem:
+        overrides["samples_per_problem"] = args.samples_per_problem
+    iterations = args.iterations or iterations_from_env()
+    out = run_demo(args.problem_set, iterations, args.data_root, overrides)
+    k = overrides.get("eval_k", 8)
+    print(f"\nrestem demo: problem set {args.problem_set!r}, {iterations} ReST-EM iterations, "
+          f"{out['wall_seconds'] / 60:.1f} min")
+    print(comparison_table(out["stages"], k))
+    print("\nQuery every sample: restem sql \"SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL\"")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="restem", description="ReST-EM self-training as a Dagster pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="materialize base, SFT baseline and T ReST-EM iterations, print a table")
+    p_demo.add_argument("--problem-set", default="arith", help="partition to run (default: the embedded 'arith')")
+    p_demo.add_argument("--iterations", type=int, default=None, help="EM iterations (default $RESTEM_ITERATIONS or 3)")
+    p_demo.add_argument("--samples-per-problem", type=int, default=None, help="N in the E-step")
+    p_demo.add_argument("--data-root", default=None, help="default $RESTEM_DATA_ROOT or ./data")
+    p_demo.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole graph")
+    p_demo.set_defaults(func=demo_command)
+    add_core_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``problem_set`` (ingest and validate a partition's problems) and ``base_model`` (build or name it)."""
+
+
+import random
+
+import dagster as dg
+import polars as pl
+
+from assets.common import base_model_path, progress_logger
+from assets.partitions import problem_sets
+from resources import ExperimentResource, StorageResource
+from restem_pipeline import problems as loaders
+from restem_pipeline.modeling import load_tokenizer
+from restem_pipeline.schema import Problem
+from restem_pipeline.stages import build_base_model, problems_frame
+
+
+def resolve_problem_set(name: str, storage: StorageResource, experiment: ExperimentResource) -> loaders.LoadReport:
+    """A built-in set by name, or ``<data root>/problem_sets/<name>.jsonl`` in any supported format."""
+    if name in loaders.BUILTIN_SETS:
+        sizes = (experiment.arith_train, experiment.arith_validation, experiment.arith_test)
+        return loaders.load_builtin(name, seed=experiment.seed, arith_sizes=sizes)
+    path = storage.root().root / "problem_sets" / f"{name}.jsonl"
+    if not path.exists():
+        raise dg.Failure(f"problem set {name!r}: not built in ({', '.join(loaders.BUILTIN_SETS)}) and no file {path}")
+    report = loaders.load_jsonl_auto(path)
+    report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.seed)
+    return report
+
+
+def subset(problems: list[Problem], max_train: int, max_eval: int, seed: int) -> list[Problem]:
+    out = []
+    for split, cap in (("train", max_train), ("validation", max_eval), ("test", max_eval)):
+        part = sorted((p for p in problems if p.split == split), key=lambda p: p.id)
+        out += random.Random(f"{seed}-{split}").sample(part, cap) if 0 < cap < len(part) else part
+    return out
+
+
+@dg.asset(partitions_def=problem_sets, group_name="inputs", kinds={"polars", "parquet"},
+          description="Ingest and validate the partition's problems into the normalized schema.")
+def problem_set(context: dg.AssetExecutionContext, storage: StorageResource,
+                experiment: ExperimentResource) -> dg.MaterializeResult:
+    name = context.partition_key
+    report = resolve_problem_set(name, storage, experiment)
+    problems = subset(report.problems, experiment.max_train_problems, experiment.max_eval_problems, experiment.seed)
+    if not any(p.split == "train" for p in problems):
+        raise dg.Failure(f"problem set {name!r} has no train problems")
+    for r in report.rejected[:20]:
+        context.log.warning(f"excluded {r['id']}: {r['field']}: {r['reason']}")
+    df = problems_frame(problems)
+    path = storage.root().write_table(df, "problems", name, "ingest")
+    counts = df.group_by(["split", "level"]).len().sort(["split", "level"])
+    return dg.MaterializeResult(metadata={
+        "problems": len(df),
+        "train": int((df["split"] == "train").sum()),
+        "validation": int((df["split"] == "validation").sum()),
+        "test": int((df["split"] == "test").sum()),
+        "rejected_invalid_gold": len(report.rejected),
+        "per_split_and_level": dg.MetadataValue.md(_md(counts)),
+        "path": dg.MetadataValue.path(str(path)),
+    })
+
+
+def _md(df: pl.DataFrame) -> str:
+    from assets.common import md_table
+
+    return md_table(df)
+
+
+@dg.asset(partitions_def=problem_sets, group_name="inputs", kinds={"pytorch", "huggingface"},
+          deps=[problem_set],
+          description="The base model every ReST-EM iteration fine-tunes from: the embedded tiny Llama "
+                      "(tokenizer and pretraining built here, offline) or a named Hugging Face model.")
+def base_model(context: dg.AssetExecutionContext, storage: StorageResource,
+               experiment: ExperimentResource) -> dg.MaterializeResult:
+    name = context.partition_key
+    path = base_model_path(storage, experiment, name)
+    if not experiment.uses_embedded_model:
+        tok = load_tokenizer(path)  # fails loudly if the model cannot be found
+        return dg.MaterializeResult(metadata={"model": path, "vocab_size": len(tok), "built_here": False})
+    from assets.common import load_problems
+
+    exclude = {p.prompt for p in load_problems(storage, name)}
+    cfg = experiment.base_model_config()
+    stats = build_base_model(storage.root().model_dir(name, "base"), exclude, cfg,
+                             progress_logger(context, "pretraining"))
+    return dg.MaterializeResult(metadata={
+        **{k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()},
+        "model": dg.MetadataValue.path(path), "built_here": True,
+        "architecture": f"Llama, hidden {cfg.spec.hidden_size}, {cfg.spec.num_layers} layers",
+    })

@@ -1,0 +1,34 @@
+"""Math answer verification: extract a final answer, parse the gold, compare, return a status.
+
+Public API (stable; the pipeline's reward and evaluation call only these):
+
+- ``verify(prediction, gold, *, gold_format="answer", timeout_s=5.0, last_number_fallback=False)``
+  -> ``MathResult``
+- ``verify_batch(predictions, golds, *, gold_format="answer", timeout_s=5.0, workers=1, ...)``
+  -> ``list[MathResult]``
+- ``extract_answer(text, *, last_number_fallback=False) -> str | None``
+- ``parse_gold(text, gold_format) -> str`` (raises ``InvalidGoldError``)
+- ``Status`` values: correct, incorrect, unparseable_prediction, invalid_gold, timeout.
+"""
+
+from restem_pipeline.mathverify.api import (
+    InvalidGoldError,
+    MathResult,
+    Status,
+    extract_answer,
+    extract_answers,
+    parse_gold,
+    verify,
+    verify_batch,
+)
+
+__all__ = [
+    "InvalidGoldError",
+    "MathResult",
+    "Status",
+    "extract_answer",
+    "extract_answers",
+    "parse_gold",
+    "verify",
+    "verify_batch",
+]

@@ -1,0 +1,121 @@
+"""Rewrite an extracted answer into one canonical LaTeX-ish string before it is split and compared.
+
+Covers: math delimiters and a wrapping ``\\boxed{}``; ``\\dfrac``/``\\tfrac``/``\\cfrac``; ``\\left``,
+``\\right`` and sizing commands (removed as whole commands, so ``\\left(`` never becomes ``\\le(``,
+the Minerva bug); spacing (``\\!``, ``\\,``, ``~``, ``\\quad``); ``\\$``; ``\\%`` (kept as ``%``);
+degree marks (``^\\circ``, ``^{\\circ}``, ``°`` kept as ``°``); ``\\text{...}`` and friends (units
+after a value are dropped, a whole-text answer is unwrapped); thousands separators (``1,\\!000``,
+``{,}`` and a whole answer like ``1,000``); relation symbols (``\\le``, ``\\geq``, ...);
+``\\infty`` spellings; ``x \\in ...``; unicode minus, times, pi, sqrt; a trailing period.
+
+Does not cover: structure (lists, intervals, equations: ``structure``), numbers with special forms
+(mixed numbers, repeating decimals: ``grading``), or any arithmetic. Rules follow the MATH answer
+conventions of Hendrycks et al. (``is_equiv``/``strip_string``) and the PRM800K grader, with their
+known over-eager rewrites avoided (no ``15`` for ``0.15``, no ``\\le(``).
+"""
+
+from __future__ import annotations
+
+import re
+
+_TEXT_CMDS = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|hbox|operatorname\*?)"
+# Words that mean mathematics, never units.
+MATH_WORDS = {
+    "pi", "sqrt", "sin", "cos", "tan", "sec", "csc", "cot", "log", "ln", "exp", "arcsin", "arccos",
+    "arctan", "sinh", "cosh", "tanh", "infty", "inf", "infinity", "or", "and", "i", "e",
+}  # fmt: skip
+_UNICODE = {
+    "−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ", "√": "\\sqrt",
+    "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne ", "∪": "\\cup ", "∈": "\\in ",
+}  # fmt: skip
+_SIZING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)[lr]?(?![a-zA-Z])|\\displaystyle(?![a-zA-Z])")
+_SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\(?:hspace|vspace)\*?\{[^{}]*\}")
+_RELATIONS = [
+    (r"\\(?:leq|leqslant|le)(?![a-zA-Z])", "≤"),
+    (r"\\(?:geq|geqslant|ge)(?![a-zA-Z])", "≥"),
+    (r"\\(?:neq|ne)(?![a-zA-Z])", "≠"),
+    (r"\\lt(?![a-zA-Z])", "<"),
+    (r"\\gt(?![a-zA-Z])", ">"),
+    (r"<=", "≤"),
+    (r">=", "≥"),
+    (r"!=", "≠"),
+]
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![a-zA-Z])|\^\s*\{\s*\\circ\s*\}|°")
+# A bare unit tail needs a space before it ("20 miles", "4 cm^2"): "3qr" or "6xy^2" are products.
+_UNIT_TAIL = re.compile(
+    r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s+(?P<unit>(?:[a-zA-Z]+\.?\s*(?:\^\s*\{?\d\}?)?\s*)+)$"
+)
+# A unit written in a text command after the value: "0.54\text{ m}", "15\mbox{ cm}^2".
+_TEXT_UNIT_TAIL = re.compile(
+    r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s*"
+    r"\\(?:text|mbox|mathrm|textrm)\s*\{\s*(?P<unit>[a-zA-Z]+\.?(?:\s+[a-zA-Z]+\.?)*)\s*\}"
+    r"\s*(?:\^\s*\{?\d\}?)?$"
+)
+# Short bare words that are units; other bare words need 3+ letters ("2 ab" is a product, not a
+# unit, and so is "5 n": a one-letter unit is only dropped when written in \text{}).
+SHORT_UNITS = {
+    "cm", "mm", "km", "in", "ft", "yd", "mi", "kg", "mg", "lb", "lbs", "oz", "hr", "ml", "mph", "sq",
+}  # fmt: skip
+_WHOLE_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _unwrap_text(text: str) -> str:
+    """``\\text{abc}`` -> `` abc `` (one level at a time, innermost braces first)."""
+    pattern = re.compile(_TEXT_CMDS + r"\s*\{([^{}]*)\}")
+    for _ in range(5):
+        new = pattern.sub(lambda m: " " + m.group(1) + " ", text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def strip_units(text: str) -> str:
+    """Drop unit words after a value: ``20 miles`` -> ``20``, ``4 cm^2`` -> ``4``."""
+    m = _UNIT_TAIL.match(text)
+    if not m:
+        return text
+    words = re.findall(r"[a-zA-Z]+", m.group("unit"))
+    if any(w.lower() in MATH_WORDS or (len(w) < 3 and w.lower() not in SHORT_UNITS) for w in words):
+        return text
+    return m.group("value").strip()
+
+
+def strip_text_unit(text: str) -> str:
+    """Drop a unit written in ``\\text{}`` after a value: ``0.54\\text{ m}`` -> ``0.54``."""
+    m = _TEXT_UNIT_TAIL.match(text)
+    if not m or any(w.lower().rstrip(".") in MATH_WORDS for w in m.group("unit").split()):
+        return text
+    return m.group("value").strip()
+
+
+def normalize_answer(answer: str) -> str:
+    """The canonical string form of an extracted answer (see the module docstring)."""
+    s = answer.strip()
+    for bad, good in _UNICODE.items():
+        s = s.replace(bad, good)
+    s = s.replace("\\$", "").replace("$", "")
+    s = re.sub(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", r"\1", s, flags=re.DOTALL)
+    s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
+    s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
+    s = s.replace("{,}", "")
+    s = re.sub(r"(\d),\\!\s*(?=\d{3})", r"\1", s)  # 362,\!880
+    s = _SIZING.sub("", s)
+    s = re.sub(r"\\mathbb\s*\{?R\}?", r"(-\\infty,\\infty)", s)
+    s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", "∅", s)
+    s = re.sub(r"\\%|%", "%", s)
+    s = _DEGREES.sub("°", s)
+    s = re.sub(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:or|and)\s*\}|\s+(?:or|and)\s+", ",", s)
+    s = strip_text_unit(_SPACING.sub(" ", s).strip())
+    s = _unwrap_text(s)
+    s = _SPACING.sub(" ", s)
+    for pattern, repl in _RELATIONS:
+        s = re.sub(pattern, repl, s)
+    s = re.sub(r"\\(?:inf|infinity)(?![a-zA-Z])|(?<![a-zA-Z\\])(?:infinity|inf)(?![a-zA-Z])", r"\\infty", s)
+    s = re.sub(r"^\s*[a-zA-Z]\s*\\in(?![a-zA-Z])", "", s)  # x \in [2, 5]
+    s = re.sub(r"\s+", " ", s).strip()
+    s = s.rstrip(".").strip()
+    s = strip_units(s)
+    if _WHOLE_THOUSANDS.fullmatch(s.replace(" ", "")):
+        s = s.replace(",", "").replace(" ", "")
+    return s

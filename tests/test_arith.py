@@ -1,0 +1,60 @@
+"""The embedded problem set: deterministic, correct, disjoint splits, solutions that check out."""
+
+import random
+import re
+from fractions import Fraction
+
+from restem_pipeline import arith
+from restem_pipeline.mathverify import verify
+
+
+def _eval_expression(expr: str) -> Fraction:
+    assert re.fullmatch(r"[\d\s()+\-*/]+", expr), expr
+    return Fraction(eval(expr.replace("/", "//")))  # only digits and operators, checked above
+
+
+def test_deterministic_by_seed():
+    a = arith.embedded_problem_set(seed=3, n_train=50, n_validation=10, n_test=10)
+    b = arith.embedded_problem_set(seed=3, n_train=50, n_validation=10, n_test=10)
+    c = arith.embedded_problem_set(seed=4, n_train=50, n_validation=10, n_test=10)
+    assert a == b
+    assert [p.prompt for p in a] != [p.prompt for p in c]
+
+
+def test_splits_sizes_levels_and_disjointness():
+    ps = arith.embedded_problem_set(seed=0, n_train=100, n_validation=20, n_test=40)
+    by = {s: [p for p in ps if p.split == s] for s in ("train", "validation", "test")}
+    assert [len(by[s]) for s in by] == [100, 20, 40]
+    assert sorted({p.level for p in by["train"]}) == [1, 2, 3, 4, 5]
+    assert sum(p.level == 3 for p in by["train"]) == 20  # uniform levels in the splits
+    assert len({p.prompt for p in ps}) == len(ps)
+    pool = arith.pretraining_pool(seed=0, per_level=(50, 50, 20, 10, 10), exclude={p.prompt for p in ps})
+    assert not {q for q, _ in pool} & {p.prompt for p in ps}
+
+
+def test_worked_solution_steps_are_true_and_answer_matches():
+    rng = random.Random(1)
+    for level in range(1, 6):
+        for _ in range(50):
+            p = arith.make_problem(level, rng)
+            sol = arith.worked_solution(p)
+            steps = re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)\.", sol)
+            assert len(steps) == level
+            for a, op, b, c in steps:
+                assert _eval_expression(f"{a} {op} {b}") == int(c)
+            assert 0 <= p.answer <= arith.MAX_VALUE
+            assert verify(sol, str(p.answer)).status == "correct"
+
+
+def test_human_solutions_are_correct_and_terser():
+    ps = arith.embedded_problem_set(seed=0, n_train=200, n_validation=0, n_test=0)
+    styles = set()
+    for p in ps:
+        assert verify(p.solution, p.answer).status == "correct", p.solution
+        for expr, value in re.findall(r"([\d\s()+\-*/]+?) = (\d+)", p.solution):
+            assert _eval_expression(expr.strip(" ;,")) == int(value), p.solution
+        styles.add("goes" if " goes " in p.solution else "so" if ", so " in p.solution else "expr")
+    assert styles == {"goes", "so", "expr"}  # varied, as people write
+    hard = [p for p in ps if p.level == 5]
+    worked_len = sum(len(arith.worked_solution(arith.make_problem(5, random.Random(i)))) for i in range(40)) / 40
+    assert sum(len(p.solution) for p in hard) / len(hard) < worked_len  # terser than the model's style
