@@ -16,10 +16,12 @@ def demo_command(args: argparse.Namespace) -> int:
     iterations = args.iterations or iterations_from_env()
     out = run_demo(args.problem_set, iterations, args.data_root, overrides)
     k = overrides.get("eval_k", 8)
-    print(f"\nrestem demo: problem set {args.problem_set!r}, {iterations} ReST-EM iterations, "
-          f"{out['wall_seconds'] / 60:.1f} min")
+    print(
+        f"\nrestem demo: problem set {args.problem_set!r}, {iterations} ReST-EM iterations, "
+        f"{out['wall_seconds'] / 60:.1f} min"
+    )
     print(comparison_table(out["stages"], k))
-    print("\nQuery every sample: restem sql \"SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL\"")
+    print('\nQuery every sample: restem sql "SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL"')
     return 0
 
 

@@ -1,6 +1,5 @@
 """Helpers shared by the asset modules: progress logging and loading a partition's problems."""
 
-
 import time
 from collections.abc import Callable
 

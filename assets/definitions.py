@@ -4,7 +4,6 @@
 Dagster loads the definitions, not at import.
 """
 
-
 import os
 
 import dagster as dg
@@ -49,8 +48,9 @@ def all_checks(iterations: int) -> list:
 
 def build_definitions(iterations: int | None = None, resources: dict | None = None) -> dg.Definitions:
     n = iterations or iterations_from_env()
-    return dg.Definitions(assets=all_assets(n), asset_checks=all_checks(n),
-                          resources={**default_resources(), **(resources or {})})
+    return dg.Definitions(
+        assets=all_assets(n), asset_checks=all_checks(n), resources={**default_resources(), **(resources or {})}
+    )
 
 
 @dg.definitions

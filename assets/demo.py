@@ -17,8 +17,16 @@ from assets.definitions import all_assets, all_checks, default_resources
 from resources import ExperimentResource, StorageResource
 from restem_pipeline.storage import DataRoot
 
-QUICK = {"arith_train": 40, "arith_validation": 20, "arith_test": 30, "samples_per_problem": 4, "eval_k": 4,
-         "pretrain_steps": 60, "pretrain_pool_scale": 0.1, "eval_train_subset": 30}
+QUICK = {
+    "arith_train": 40,
+    "arith_validation": 20,
+    "arith_test": 30,
+    "samples_per_problem": 4,
+    "eval_k": 4,
+    "pretrain_steps": 60,
+    "pretrain_pool_scale": 0.1,
+    "eval_train_subset": 30,
+}
 
 
 def ensure_instance() -> dg.DagsterInstance:
@@ -32,22 +40,38 @@ def ordered_keys(assets: list) -> list[dg.AssetKey]:
     return [k for level in graph.toposorted_asset_keys_by_level for k in sorted(level, key=str)]
 
 
-def run_demo(problem_set: str, iterations: int, data_root: str | None, overrides: dict,
-             instance: dg.DagsterInstance | None = None, show_progress: bool = True) -> dict:
+def run_demo(
+    problem_set: str,
+    iterations: int,
+    data_root: str | None,
+    overrides: dict,
+    instance: dg.DagsterInstance | None = None,
+    show_progress: bool = True,
+) -> dict:
     """Materialize everything for ``problem_set``; return {stage: metrics} from the reports."""
     instance = instance or ensure_instance()
     instance.add_dynamic_partitions("problem_set", [problem_set])
     assets = all_assets(iterations)
     checks = all_checks(iterations)
-    resources = {**default_resources(), "storage": StorageResource(data_root=data_root or ""),
-                 "experiment": ExperimentResource(**overrides)}
+    resources = {
+        **default_resources(),
+        "storage": StorageResource(data_root=data_root or ""),
+        "experiment": ExperimentResource(**overrides),
+    }
     keys = ordered_keys(assets)
     t0 = time.perf_counter()
     bar = tqdm(keys, desc="restem demo", unit="asset", file=sys.stderr, disable=not show_progress)
     for key in bar:
         bar.set_postfix_str(key.to_user_string())
-        result = dg.materialize([*assets, *checks], selection=[key], partition_key=problem_set, instance=instance,
-                                resources=resources, tags={"restem/demo": "true"}, raise_on_error=True)
+        result = dg.materialize(
+            [*assets, *checks],
+            selection=[key],
+            partition_key=problem_set,
+            instance=instance,
+            resources=resources,
+            tags={"restem/demo": "true"},
+            raise_on_error=True,
+        )
         for ev in result.get_asset_check_evaluations():
             if not ev.passed:
                 raise RuntimeError(f"asset check {ev.check_name} failed on {key.to_user_string()}: {ev.metadata}")
@@ -64,8 +88,13 @@ def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:
 
 
 def comparison_table(stages: dict[str, dict], k: int) -> str:
-    cols = [("test pass@1", "test/pass@1"), (f"test pass@{k}", f"test/pass@{k}_sampled"),
-            (f"test maj@{k}", f"test/maj@{k}"), ("val pass@1", "validation/pass@1"), ("train pass@1", "train/pass@1")]
+    cols = [
+        ("test pass@1", "test/pass@1"),
+        (f"test pass@{k}", f"test/pass@{k}_sampled"),
+        (f"test maj@{k}", f"test/maj@{k}"),
+        ("val pass@1", "validation/pass@1"),
+        ("train pass@1", "train/pass@1"),
+    ]
     head = f"{'model':<10}" + "".join(f"{c:>14}" for c, _ in cols)
     lines = [head, "-" * len(head)]
     for stage, m in stages.items():

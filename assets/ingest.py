@@ -1,6 +1,5 @@
 """``problem_set`` (ingest and validate a partition's problems) and ``base_model`` (build or name it)."""
 
-
 import random
 
 import dagster as dg
@@ -36,10 +35,15 @@ def subset(problems: list[Problem], max_train: int, max_eval: int, seed: int) ->
     return out
 
 
-@dg.asset(partitions_def=problem_sets, group_name="inputs", kinds={"polars", "parquet"},
-          description="Ingest and validate the partition's problems into the normalized schema.")
-def problem_set(context: dg.AssetExecutionContext, storage: StorageResource,
-                experiment: ExperimentResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=problem_sets,
+    group_name="inputs",
+    kinds={"polars", "parquet"},
+    description="Ingest and validate the partition's problems into the normalized schema.",
+)
+def problem_set(
+    context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource
+) -> dg.MaterializeResult:
     name = context.partition_key
     report = resolve_problem_set(name, storage, experiment)
     problems = subset(report.problems, experiment.max_train_problems, experiment.max_eval_problems, experiment.seed)
@@ -50,15 +54,17 @@ def problem_set(context: dg.AssetExecutionContext, storage: StorageResource,
     df = problems_frame(problems)
     path = storage.root().write_table(df, "problems", name, "ingest")
     counts = df.group_by(["split", "level"]).len().sort(["split", "level"])
-    return dg.MaterializeResult(metadata={
-        "problems": len(df),
-        "train": int((df["split"] == "train").sum()),
-        "validation": int((df["split"] == "validation").sum()),
-        "test": int((df["split"] == "test").sum()),
-        "rejected_invalid_gold": len(report.rejected),
-        "per_split_and_level": dg.MetadataValue.md(_md(counts)),
-        "path": dg.MetadataValue.path(str(path)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "problems": len(df),
+            "train": int((df["split"] == "train").sum()),
+            "validation": int((df["split"] == "validation").sum()),
+            "test": int((df["split"] == "test").sum()),
+            "rejected_invalid_gold": len(report.rejected),
+            "per_split_and_level": dg.MetadataValue.md(_md(counts)),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
 
 
 def _md(df: pl.DataFrame) -> str:
@@ -67,12 +73,17 @@ def _md(df: pl.DataFrame) -> str:
     return md_table(df)
 
 
-@dg.asset(partitions_def=problem_sets, group_name="inputs", kinds={"pytorch", "huggingface"},
-          deps=[problem_set],
-          description="The base model every ReST-EM iteration fine-tunes from: the embedded tiny Llama "
-                      "(tokenizer and pretraining built here, offline) or a named Hugging Face model.")
-def base_model(context: dg.AssetExecutionContext, storage: StorageResource,
-               experiment: ExperimentResource) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=problem_sets,
+    group_name="inputs",
+    kinds={"pytorch", "huggingface"},
+    deps=[problem_set],
+    description="The base model every ReST-EM iteration fine-tunes from: the embedded tiny Llama "
+    "(tokenizer and pretraining built here, offline) or a named Hugging Face model.",
+)
+def base_model(
+    context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource
+) -> dg.MaterializeResult:
     name = context.partition_key
     path = base_model_path(storage, experiment, name)
     if not experiment.uses_embedded_model:
@@ -82,10 +93,14 @@ def base_model(context: dg.AssetExecutionContext, storage: StorageResource,
 
     exclude = {p.prompt for p in load_problems(storage, name)}
     cfg = experiment.base_model_config()
-    stats = build_base_model(storage.root().model_dir(name, "base"), exclude, cfg,
-                             progress_logger(context, "pretraining"))
-    return dg.MaterializeResult(metadata={
-        **{k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()},
-        "model": dg.MetadataValue.path(path), "built_here": True,
-        "architecture": f"Llama, hidden {cfg.spec.hidden_size}, {cfg.spec.num_layers} layers",
-    })
+    stats = build_base_model(
+        storage.root().model_dir(name, "base"), exclude, cfg, progress_logger(context, "pretraining")
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **{k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()},
+            "model": dg.MetadataValue.path(path),
+            "built_here": True,
+            "architecture": f"Llama, hidden {cfg.spec.hidden_size}, {cfg.spec.num_layers} layers",
+        }
+    )

@@ -10,7 +10,6 @@ Dagster rejects cycles and self-dependencies across non-time partitions, so each
 its own asset keys (grouped ``iteration_t``); the lineage graph then shows the loop unrolled.
 """
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -33,12 +32,21 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
     group = f"iteration_{t}"
     policy_dep = base_model.key if t == 1 else iteration_key(t - 1, "checkpoint")
 
-    @dg.asset(key=iteration_key(t, "raw_samples"), deps=[policy_dep, problem_set.key], group_name=group,
-              partitions_def=problem_sets, kinds={"pytorch", "parquet"},
-              description=f"E-step {t}: N samples per train problem from "
-                          f"{'the base model' if t == 1 else f'checkpoint {t - 1}'} (top-k 40, T 0.7).")
-    def raw_samples(context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource,
-                    sampler: SamplerResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key=iteration_key(t, "raw_samples"),
+        deps=[policy_dep, problem_set.key],
+        group_name=group,
+        partitions_def=problem_sets,
+        kinds={"pytorch", "parquet"},
+        description=f"E-step {t}: N samples per train problem from "
+        f"{'the base model' if t == 1 else f'checkpoint {t - 1}'} (top-k 40, T 0.7).",
+    )
+    def raw_samples(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        experiment: ExperimentResource,
+        sampler: SamplerResource,
+    ) -> dg.MaterializeResult:
         name = context.partition_key
         root = storage.root()
         model = base_model_path(storage, experiment, name) if t == 1 else stage_model_path(root, name, f"iter_{t - 1}")
@@ -46,20 +54,37 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
         params = experiment.e_step_params(t)
         smp = sampler.sampler(model, stop=template_for(train[0], experiment.few_shot).stop)
         context.log.info(f"sampling {params.n} x {len(train)} problems from {model}")
-        df = draw_samples(smp, train, params, name, stage, model, experiment.few_shot,
-                          progress_logger(context, "sampling"))
+        df = draw_samples(
+            smp, train, params, name, stage, model, experiment.few_shot, progress_logger(context, "sampling")
+        )
         path = root.write_table(df, "raw_samples", name, stage)
-        return dg.MaterializeResult(metadata={
-            "samples": len(df), "problems": len(train), "samples_per_problem": params.n,
-            "finished_fraction": float(df["finished"].mean()), "mean_tokens": float(df["num_tokens"].mean()),
-            "policy_model": model, "path": dg.MetadataValue.path(str(path))})
+        return dg.MaterializeResult(
+            metadata={
+                "samples": len(df),
+                "problems": len(train),
+                "samples_per_problem": params.n,
+                "finished_fraction": float(df["finished"].mean()),
+                "mean_tokens": float(df["num_tokens"].mean()),
+                "policy_model": model,
+                "path": dg.MetadataValue.path(str(path)),
+            }
+        )
 
-    @dg.asset(key=iteration_key(t, "verified_samples"), deps=[raw_samples, problem_set.key], group_name=group,
-              partitions_def=problem_sets, kinds={"duckdb", "parquet"},
-              description=f"Reward {t}: every raw sample scored with a status (correct / incorrect / "
-                          "unparseable / invalid gold / timeout; code: pass / fail / ... / infra error).")
-    def verified_samples(context: dg.AssetExecutionContext, storage: StorageResource,
-                         experiment: ExperimentResource, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key=iteration_key(t, "verified_samples"),
+        deps=[raw_samples, problem_set.key],
+        group_name=group,
+        partitions_def=problem_sets,
+        kinds={"duckdb", "parquet"},
+        description=f"Reward {t}: every raw sample scored with a status (correct / incorrect / "
+        "unparseable / invalid gold / timeout; code: pass / fail / ... / infra error).",
+    )
+    def verified_samples(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        experiment: ExperimentResource,
+        duckdb: DuckDBResource,
+    ) -> dg.MaterializeResult:
         name = context.partition_key
         root = storage.root()
         raw = root.read_table("raw_samples", name, stage)
@@ -70,21 +95,37 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
                 "SELECT level, count(*) AS samples, avg(reward) AS reward, "
                 "count(DISTINCT problem_id) FILTER (WHERE reward = 1) AS problems_solved, "
                 "count(DISTINCT problem_id) AS problems FROM read_parquet($path) GROUP BY level ORDER BY level",
-                params={"path": str(path)}).pl()
+                params={"path": str(path)},
+            ).pl()
         counts = status_counts(df)
         unscored = sum(v for k, v in counts.items() if k in ("invalid_gold", "timeout", "infra_error"))
         if unscored:
             context.log.warning(f"{unscored} samples could not be scored: {counts}")
-        return dg.MaterializeResult(metadata={
-            "samples": len(df), "reward_mean": float(df["reward"].fill_null(0).mean()),
-            **{f"status/{k}": v for k, v in sorted(counts.items())}, "unscored": unscored,
-            "per_level": dg.MetadataValue.md(md_table(per_level)), "path": dg.MetadataValue.path(str(path))})
+        return dg.MaterializeResult(
+            metadata={
+                "samples": len(df),
+                "reward_mean": float(df["reward"].fill_null(0).mean()),
+                **{f"status/{k}": v for k, v in sorted(counts.items())},
+                "unscored": unscored,
+                "per_level": dg.MetadataValue.md(md_table(per_level)),
+                "path": dg.MetadataValue.path(str(path)),
+            }
+        )
 
-    @dg.asset(key=iteration_key(t, "training_set"), deps=[verified_samples], group_name=group,
-              partitions_def=problem_sets, kinds={"duckdb", "parquet"},
-              description=f"Filter {t}: correct samples only, at most max_per_problem per problem (seeded).")
-    def training_set(context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource,
-                     duckdb: DuckDBResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key=iteration_key(t, "training_set"),
+        deps=[verified_samples],
+        group_name=group,
+        partitions_def=problem_sets,
+        kinds={"duckdb", "parquet"},
+        description=f"Filter {t}: correct samples only, at most max_per_problem per problem (seeded).",
+    )
+    def training_set(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        experiment: ExperimentResource,
+        duckdb: DuckDBResource,
+    ) -> dg.MaterializeResult:
         name = context.partition_key
         root = storage.root()
         verified = root.read_table("verified_samples", name, stage)
@@ -92,24 +133,45 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
         path = root.write_table(kept, "training_set", name, stage)
         root.write_table(dropped, "dropped_samples", name, stage)
         with duckdb.get_connection() as con:
-            per_problem = con.sql(
-                "SELECT min(n) AS min_per_problem, max(n) AS max_per_problem, avg(n) AS mean_per_problem, "
-                "count(*) AS problems FROM (SELECT problem_id, count(*) AS n FROM read_parquet($path) GROUP BY 1)",
-                params={"path": str(path)}).pl().row(0)
+            per_problem = (
+                con.sql(
+                    "SELECT min(n) AS min_per_problem, max(n) AS max_per_problem, avg(n) AS mean_per_problem, "
+                    "count(*) AS problems FROM (SELECT problem_id, count(*) AS n FROM read_parquet($path) GROUP BY 1)",
+                    params={"path": str(path)},
+                )
+                .pl()
+                .row(0)
+            )
         reasons = {r["drop_reason"]: int(r["len"]) for r in dropped.group_by("drop_reason").len().iter_rows(named=True)}
         if kept.is_empty():
             context.log.warning("no correct samples: the training set is empty")
-        return dg.MaterializeResult(metadata={
-            "examples": len(kept), "problems_covered": int(per_problem[3] or 0),
-            "max_per_problem_observed": int(per_problem[1] or 0), "cap": experiment.max_per_problem,
-            "mean_per_problem": float(per_problem[2] or 0.0), "dropped": len(dropped),
-            **{f"dropped/{k}": v for k, v in sorted(reasons.items())}, "path": dg.MetadataValue.path(str(path))})
+        return dg.MaterializeResult(
+            metadata={
+                "examples": len(kept),
+                "problems_covered": int(per_problem[3] or 0),
+                "max_per_problem_observed": int(per_problem[1] or 0),
+                "cap": experiment.max_per_problem,
+                "mean_per_problem": float(per_problem[2] or 0.0),
+                "dropped": len(dropped),
+                **{f"dropped/{k}": v for k, v in sorted(reasons.items())},
+                "path": dg.MetadataValue.path(str(path)),
+            }
+        )
 
-    @dg.asset(key=iteration_key(t, "checkpoint"), deps=[training_set, base_model.key, problem_set.key],
-              group_name=group, partitions_def=problem_sets, kinds={"pytorch", "huggingface"},
-              description=f"M-step {t}: fine-tune the BASE model (not checkpoint {t - 1}) on training set {t}.")
-    def checkpoint(context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource,
-                   trainer: TrainerResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key=iteration_key(t, "checkpoint"),
+        deps=[training_set, base_model.key, problem_set.key],
+        group_name=group,
+        partitions_def=problem_sets,
+        kinds={"pytorch", "huggingface"},
+        description=f"M-step {t}: fine-tune the BASE model (not checkpoint {t - 1}) on training set {t}.",
+    )
+    def checkpoint(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        experiment: ExperimentResource,
+        trainer: TrainerResource,
+    ) -> dg.MaterializeResult:
         name = context.partition_key
         root = storage.root()
         rows = root.read_table("training_set", name, stage)
@@ -117,18 +179,42 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"training set {stage} of {name} is empty: no sample was verified correct")
         base = base_model_path(storage, experiment, name)
         out = root.model_dir(name, stage)
-        stats = fine_tune(base, load_problems(storage, name), rows, out, trainer.train_config(experiment.seed + t),
-                          experiment.few_shot, progress_logger(context, "fine-tuning"), trainer.device)
-        return dg.MaterializeResult(metadata={
-            "init_from": base, "examples": len(rows), "steps": stats.steps, "tokens": stats.tokens,
-            "first_loss": stats.first_loss, "final_loss": stats.final_loss,
-            "path": dg.MetadataValue.path(str(out))})
+        stats = fine_tune(
+            base,
+            load_problems(storage, name),
+            rows,
+            out,
+            trainer.train_config(experiment.seed + t),
+            experiment.few_shot,
+            progress_logger(context, "fine-tuning"),
+            trainer.device,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "init_from": base,
+                "examples": len(rows),
+                "steps": stats.steps,
+                "tokens": stats.tokens,
+                "first_loss": stats.first_loss,
+                "final_loss": stats.final_loss,
+                "path": dg.MetadataValue.path(str(out)),
+            }
+        )
 
-    @dg.asset(key=iteration_key(t, "eval_report"), deps=[checkpoint, problem_set.key], group_name=group,
-              partitions_def=problem_sets, kinds={"pytorch", "duckdb"},
-              description=f"Held-out evaluation of checkpoint {t}: pass@1 (greedy), pass@K, maj@K per level.")
-    def eval_report(context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource,
-                    sampler: SamplerResource) -> dg.MaterializeResult:
+    @dg.asset(
+        key=iteration_key(t, "eval_report"),
+        deps=[checkpoint, problem_set.key],
+        group_name=group,
+        partitions_def=problem_sets,
+        kinds={"pytorch", "duckdb"},
+        description=f"Held-out evaluation of checkpoint {t}: pass@1 (greedy), pass@K, maj@K per level.",
+    )
+    def eval_report(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        experiment: ExperimentResource,
+        sampler: SamplerResource,
+    ) -> dg.MaterializeResult:
         model = stage_model_path(storage.root(), context.partition_key, stage)
         return evaluation_result(context, storage, experiment, sampler, stage, model)
 

@@ -1,6 +1,5 @@
 """Evaluation reports: run the held-out evaluation for one model and emit it as asset metadata + files."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -11,8 +10,14 @@ from restem_pipeline.prompts import template_for
 from restem_pipeline.storage import write_text_atomic
 
 
-def evaluation_result(context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource,
-                      sampler: SamplerResource, stage: str, model_path: str) -> dg.MaterializeResult:
+def evaluation_result(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    experiment: ExperimentResource,
+    sampler: SamplerResource,
+    stage: str,
+    model_path: str,
+) -> dg.MaterializeResult:
     name = context.partition_key
     root = storage.root()
     problems = load_problems(storage, name)
@@ -22,18 +27,38 @@ def evaluation_result(context: dg.AssetExecutionContext, storage: StorageResourc
     root.write_table(samples, "eval_samples", name, stage)
     root.write_table(summary, "eval_summary", name, stage)
     metrics = headline(summary, cfg)
-    shown = summary.select(["split", "level", "problems", "unscored", "pass@1_greedy",
-                            *[c for c in summary.columns if c.startswith(("pass@", "maj@")) and c != "pass@1_greedy"]])
+    shown = summary.select(
+        [
+            "split",
+            "level",
+            "problems",
+            "unscored",
+            "pass@1_greedy",
+            *[c for c in summary.columns if c.startswith(("pass@", "maj@")) and c != "pass@1_greedy"],
+        ]
+    )
     table = md_table(shown)
-    report = {"problem_set": name, "stage": stage, "model": model_path, "metrics": metrics,
-              "summary": summary.to_dicts(), "eval_config": cfg.__dict__}
+    report = {
+        "problem_set": name,
+        "stage": stage,
+        "model": model_path,
+        "metrics": metrics,
+        "summary": summary.to_dicts(),
+        "eval_config": cfg.__dict__,
+    }
     json_path = root.write_json(report, name, stage)
     md_path = root.report_path(name, stage, ".md")
     write_text_atomic(f"# {name} / {stage}\n\nmodel: `{model_path}`\n\n{table}\n", md_path)
     context.log.info(f"{stage}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "pass" in k or "maj" in k))
     meta: dict = {k: dg.MetadataValue.float(v) for k, v in metrics.items()}
-    meta.update({"summary": dg.MetadataValue.md(table), "report_json": dg.MetadataValue.path(str(json_path)),
-                 "report_md": dg.MetadataValue.path(str(md_path)), "model": model_path})
+    meta.update(
+        {
+            "summary": dg.MetadataValue.md(table),
+            "report_json": dg.MetadataValue.path(str(json_path)),
+            "report_md": dg.MetadataValue.path(str(md_path)),
+            "model": model_path,
+        }
+    )
     return dg.MaterializeResult(metadata=meta)
 
 

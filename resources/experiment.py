@@ -1,6 +1,5 @@
 """``ExperimentResource``: the ReST-EM settings of a run (paper defaults, sized for a 2-core CPU)."""
 
-
 import dagster as dg
 from pydantic import Field, model_validator
 
@@ -14,8 +13,10 @@ from restem_pipeline.training import TrainConfig
 class ExperimentResource(dg.ConfigurableResource):
     """E-step, filtering, evaluation and base-model settings shared by every iteration."""
 
-    base_model: str = Field(default="embedded", description="'embedded' (tiny Llama built here), "
-                            "or a Hugging Face model id / local path of any causal LM")
+    base_model: str = Field(
+        default="embedded",
+        description="'embedded' (tiny Llama built here), or a Hugging Face model id / local path of any causal LM",
+    )
     samples_per_problem: int = Field(default=8, description="N in the E-step (paper: 32 MATH, 64 APPS)")
     max_per_problem: int = Field(default=10, description="cap on correct samples kept per problem")
     temperature: float = 0.7
@@ -32,21 +33,35 @@ class ExperimentResource(dg.ConfigurableResource):
     arith_test: int = 400
     max_train_problems: int = Field(default=0, description="0 = all; else a seeded subset (large sets on CPU)")
     max_eval_problems: int = Field(default=0, description="0 = all; else a seeded subset per eval split")
-    pretrain_steps: int = 700
+    pretrain_steps: int = 900
     pretrain_batch_size: int = 64
     pretrain_pool_scale: float = Field(default=1.0, description="scales the pretraining pool per level")
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentResource":
-        positive = ("samples_per_problem", "max_per_problem", "top_k", "max_new_tokens", "eval_k",
-                    "pretrain_steps", "pretrain_batch_size", "verify_workers")
+        positive = (
+            "samples_per_problem",
+            "max_per_problem",
+            "top_k",
+            "max_new_tokens",
+            "eval_k",
+            "pretrain_steps",
+            "pretrain_batch_size",
+            "verify_workers",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.temperature <= 2:
             raise ValueError(f"temperature must be in (0, 2], got {self.temperature}")
-        for name in ("arith_train", "arith_validation", "arith_test", "max_train_problems",
-                     "max_eval_problems", "eval_train_subset"):
+        for name in (
+            "arith_train",
+            "arith_validation",
+            "arith_test",
+            "max_train_problems",
+            "max_eval_problems",
+            "eval_train_subset",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.pretrain_pool_scale <= 0:
@@ -54,13 +69,24 @@ class ExperimentResource(dg.ConfigurableResource):
         return self
 
     def e_step_params(self, iteration: int) -> SamplingParams:
-        return SamplingParams(n=self.samples_per_problem, temperature=self.temperature, top_k=self.top_k,
-                              max_new_tokens=self.max_new_tokens, seed=self.seed * 1000 + iteration)
+        return SamplingParams(
+            n=self.samples_per_problem,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed * 1000 + iteration,
+        )
 
     def eval_config(self) -> EvalConfig:
-        return EvalConfig(k=self.eval_k, max_new_tokens=self.max_new_tokens, seed=self.seed + 1234,
-                          train_subset=self.eval_train_subset, few_shot=self.few_shot,
-                          verify_timeout_s=self.verify_timeout_s, verify_workers=self.verify_workers)
+        return EvalConfig(
+            k=self.eval_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed + 1234,
+            train_subset=self.eval_train_subset,
+            few_shot=self.few_shot,
+            verify_timeout_s=self.verify_timeout_s,
+            verify_workers=self.verify_workers,
+        )
 
     def base_model_config(self) -> BaseModelConfig:
         from restem_pipeline.arith import POOL_PER_LEVEL
@@ -68,9 +94,12 @@ class ExperimentResource(dg.ConfigurableResource):
         pool = tuple(max(1, round(n * self.pretrain_pool_scale)) for n in POOL_PER_LEVEL)
         return BaseModelConfig(
             spec=TinyLlamaSpec(),
-            pretrain=TrainConfig(max_steps=self.pretrain_steps, batch_size=self.pretrain_batch_size,
-                                 learning_rate=2e-3, seed=self.seed),
-            pool_per_level=pool, seed=self.seed)
+            pretrain=TrainConfig(
+                max_steps=self.pretrain_steps, batch_size=self.pretrain_batch_size, learning_rate=3e-3, seed=self.seed
+            ),
+            pool_per_level=pool,
+            seed=self.seed,
+        )
 
     @property
     def uses_embedded_model(self) -> bool:

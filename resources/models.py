@@ -1,6 +1,5 @@
 """Compute resources: ``SamplerResource`` (transformers on CPU/GPU, or vLLM) and ``TrainerResource``."""
 
-
 from typing import Literal
 
 import dagster as dg
@@ -31,20 +30,29 @@ class SamplerResource(dg.ConfigurableResource):
             from restem_pipeline.sampling_vllm import VLLMSampler
 
             return VLLMSampler(model_path, tensor_parallel_size=self.tensor_parallel_size, stop=stop)
-        return TransformersSampler(model_path, device=self.device, dtype=self.dtype,
-                                   batch_size=self.batch_size, stop=stop)
+        return TransformersSampler(
+            model_path, device=self.device, dtype=self.dtype, batch_size=self.batch_size, stop=stop
+        )
 
 
 class TrainerResource(dg.ConfigurableResource):
     """Fine-tuning settings for the M-step and the SFT baseline (loss on solution tokens only)."""
 
     device: str = "cpu"
-    epochs: float = 2.0
+    epochs: float = 3.0
     max_steps: int = Field(default=0, description="0 means: run `epochs` epochs")
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = Field(default=2e-4, description="peak; linear warm-up then cosine decay")
+    warmup_ratio: float = 0.1
     max_length: int = 320
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, max_steps=self.max_steps or None, batch_size=self.batch_size,
-                           learning_rate=self.learning_rate, max_length=self.max_length, seed=seed)
+        return TrainConfig(
+            epochs=self.epochs,
+            max_steps=self.max_steps or None,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            warmup_ratio=self.warmup_ratio,
+            max_length=self.max_length,
+            seed=seed,
+        )

@@ -1,6 +1,5 @@
 """``StorageResource``: the data root that every asset reads and writes (Parquet, checkpoints, reports)."""
 
-
 import dagster as dg
 
 from restem_pipeline.storage import DataRoot

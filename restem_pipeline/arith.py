@@ -22,12 +22,21 @@ from dataclasses import dataclass
 from restem_pipeline.schema import Problem
 
 NAMES = [
-    ("Ann", "She", "her"), ("Ben", "He", "him"), ("Cara", "She", "her"), ("Dev", "He", "him"),
-    ("Eli", "He", "him"), ("Fay", "She", "her"), ("Gus", "He", "him"), ("Hana", "She", "her"),
-    ("Ivo", "He", "him"), ("Jade", "She", "her"), ("Kai", "He", "him"), ("Lena", "She", "her"),
+    ("Ann", "She", "her"),
+    ("Ben", "He", "him"),
+    ("Cara", "She", "her"),
+    ("Dev", "He", "him"),
+    ("Eli", "He", "him"),
+    ("Fay", "She", "her"),
+    ("Gus", "He", "him"),
+    ("Hana", "She", "her"),
+    ("Ivo", "He", "him"),
+    ("Jade", "She", "her"),
+    ("Kai", "He", "him"),
+    ("Lena", "She", "her"),
 ]
 ITEMS = ["apple", "marble", "coin", "stamp", "book", "shell", "card", "pencil", "sticker", "cookie"]
-MAX_VALUE = 999
+MAX_VALUE = 60
 # Pretraining pool per level (1..5): skewed to easy levels but holding some hard ones, so the base
 # model's samples at hard levels are sometimes right for the right reason (see README).
 POOL_PER_LEVEL = (7000, 7000, 3000, 1500, 1500)
@@ -63,8 +72,10 @@ def _sentence(op: str, x: int, pron: str, obj: str, item: str, rng: random.Rando
         "+": [f"{pron} buys {x} more.", f"{pron} finds {x} more {item}s.", f"A friend gives {obj} {x} more."],
         "-": [f"{pron} gives away {x}.", f"{pron} loses {x} {item}s.", f"{pron} sells {x} of them."],
         "*": [f"Then {pron.lower()} gets {x} times as many.", f"{pron} makes the pile {x} times bigger."],
-        "/": [f"{pron} splits them equally into {x} groups and keeps one group.",
-              f"{pron} keeps one of {x} equal shares."],
+        "/": [
+            f"{pron} splits them equally into {x} groups and keeps one group.",
+            f"{pron} keeps one of {x} equal shares.",
+        ],
     }
     return rng.choice(options[op])
 
@@ -73,16 +84,16 @@ def _next_step(value: int, rng: random.Random) -> Step:
     while True:
         op = rng.choice("++--*/")
         if op == "+":
-            x = rng.randint(1, 40)
+            x = rng.randint(1, 9)
             after = value + x
         elif op == "-":
-            x = rng.randint(1, 40)
+            x = rng.randint(1, 9)
             after = value - x
         elif op == "*":
-            x = rng.randint(2, 5)
+            x = rng.randint(2, 3)
             after = value * x
         else:
-            divisors = [d for d in (2, 3, 4, 5) if value % d == 0 and value > 0]
+            divisors = [d for d in (2, 3) if value % d == 0 and value > 0]
             if not divisors:
                 continue
             x = rng.choice(divisors)
@@ -96,7 +107,7 @@ def make_problem(level: int, rng: random.Random) -> ArithProblem:
         raise ValueError(f"level must be 1..5, got {level}")
     name, pron, obj = rng.choice(NAMES)
     item = rng.choice(ITEMS)
-    start = rng.randint(2, 60)
+    start = rng.randint(2, 20)
     steps, value = [], start
     for _ in range(level):
         step = _next_step(value, rng)
@@ -122,20 +133,24 @@ def _expression(start: int, steps: tuple[Step, ...] | list[Step]) -> str:
 
 
 def human_solution(p: ArithProblem, rng: random.Random) -> str:
-    """A terse, varied reference: folds steps together, as people do when they write solutions."""
+    """A terse, varied reference, as people write them: prose, folded steps, a one-line expression."""
     style = rng.randrange(3)
-    if style == 0:  # one running expression
-        expr = _expression(p.start, p.steps)
-        return f"{expr} = {p.answer}. \\boxed{{{p.answer}}}"
-    if style == 1:  # running totals only
-        totals = ", ".join(str(v) for v in [p.start] + [s.after for s in p.steps])
-        return f"{p.name} goes {totals}. \\boxed{{{p.answer}}}"
-    pairs = [p.steps[i : i + 2] for i in range(0, len(p.steps), 2)]  # two steps per line
-    parts = []
-    for pair in pairs:
-        expr = _expression(pair[0].before, pair)
-        parts.append(f"{expr} = {pair[-1].after}")
-    return "; ".join(parts) + f", so {p.name} has \\boxed{{{p.answer}}}."
+    if style == 0 or p.level == 1:  # prose with the arithmetic inline
+        parts = [f"{s.before} {s.op} {s.operand} = {s.after}" for s in p.steps]
+        body = parts[0] if len(parts) == 1 else ", then ".join(parts)
+        return f"{p.name} has {body}. \\boxed{{{p.answer}}}"
+    if style == 1:  # two steps folded into one expression per clause
+        pairs = [p.steps[i : i + 2] for i in range(0, len(p.steps), 2)]
+        parts = [f"{_expression(pair[0].before, pair)} = {pair[-1].after}" for pair in pairs]
+        return "; ".join(parts) + f", so {p.name} has \\boxed{{{p.answer}}}."
+    if p.level <= 3:  # the whole computation as one expression
+        return f"{_expression(p.start, p.steps)} = {p.answer}. \\boxed{{{p.answer}}}"
+    mid = len(p.steps) // 2
+    first, second = p.steps[:mid], p.steps[mid:]
+    return (
+        f"First {_expression(p.start, first)} = {first[-1].after}. "
+        f"Then {_expression(first[-1].after, second)} = {p.answer}. Answer: \\boxed{{{p.answer}}}"
+    )
 
 
 def _generate(counts: list[int], rng: random.Random, seen: set[str]) -> list[ArithProblem]:
@@ -165,8 +180,14 @@ def embedded_problem_set(
         for i, p in enumerate(_generate(per_level, rng, seen)):
             problems.append(
                 Problem(
-                    id=f"{name}/{split}/{i}", domain="math", prompt=p.text, source=name, split=split,
-                    answer=str(p.answer), level=p.level, solution=human_solution(p, rng),
+                    id=f"{name}/{split}/{i}",
+                    domain="math",
+                    prompt=p.text,
+                    source=name,
+                    split=split,
+                    answer=str(p.answer),
+                    level=p.level,
+                    solution=human_solution(p, rng),
                 )
             )
     return problems

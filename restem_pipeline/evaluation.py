@@ -50,26 +50,43 @@ class EvalConfig:
         return ks if ks[-1] == self.k else [*ks, self.k]
 
 
-def _completions(sampler: Sampler, problems: list[Problem], params: SamplingParams, few_shot: bool, label: str,
-                 progress: StageProgress | None) -> list[list[str]]:
+def _completions(
+    sampler: Sampler,
+    problems: list[Problem],
+    params: SamplingParams,
+    few_shot: bool,
+    label: str,
+    progress: StageProgress | None,
+) -> list[list[str]]:
     prompts = [template_for(p, few_shot).render(p.prompt) for p in problems]
     cb = (lambda d, t: progress(label, d, t)) if progress else None
     return [[c.text for c in row] for row in sampler.generate(prompts, params, cb)]
 
 
-def evaluate(sampler: Sampler, problems: list[Problem], cfg: EvalConfig,
-             progress: StageProgress | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def evaluate(
+    sampler: Sampler, problems: list[Problem], cfg: EvalConfig, progress: StageProgress | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(eval_samples, eval_summary) for the test, validation and (subset of) train splits."""
     by_split = {s: [p for p in problems if p.split == s] for s in ("train", "validation", "test")}
     train = by_split["train"]
     if len(train) > cfg.train_subset:
         train = random.Random(cfg.seed).sample(train, cfg.train_subset)
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    sampled = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_k=None, top_p=cfg.top_p,
-                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    sampled = SamplingParams(
+        n=cfg.k,
+        temperature=cfg.temperature,
+        top_k=None,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
     rows: list[dict] = []
-    jobs = [("test", by_split["test"], "greedy", greedy), ("test", by_split["test"], "sample", sampled),
-            ("validation", by_split["validation"], "greedy", greedy), ("train", train, "greedy", greedy)]
+    jobs = [
+        ("test", by_split["test"], "greedy", greedy),
+        ("test", by_split["test"], "sample", sampled),
+        ("validation", by_split["validation"], "greedy", greedy),
+        ("train", train, "greedy", greedy),
+    ]
     for split, probs, kind, params in jobs:
         if not probs:
             continue
@@ -82,13 +99,33 @@ def evaluate(sampler: Sampler, problems: list[Problem], cfg: EvalConfig,
             for j, text in enumerate(row):
                 v = verdicts[idx]
                 idx += 1
-                rows.append({"problem_id": p.id, "split": split, "level": p.level, "kind": kind,
-                             "sample_index": j, "completion": text, "status": v.status,
-                             "reward": v.reward, "answer": v.answer})
-    samples = pl.DataFrame(rows, schema={
-        "problem_id": pl.String, "split": pl.String, "level": pl.Int64, "kind": pl.String,
-        "sample_index": pl.Int64, "completion": pl.String, "status": pl.String, "reward": pl.Float64,
-        "answer": pl.String})
+                rows.append(
+                    {
+                        "problem_id": p.id,
+                        "split": split,
+                        "level": p.level,
+                        "kind": kind,
+                        "sample_index": j,
+                        "completion": text,
+                        "status": v.status,
+                        "reward": v.reward,
+                        "answer": v.answer,
+                    }
+                )
+    samples = pl.DataFrame(
+        rows,
+        schema={
+            "problem_id": pl.String,
+            "split": pl.String,
+            "level": pl.Int64,
+            "kind": pl.String,
+            "sample_index": pl.Int64,
+            "completion": pl.String,
+            "status": pl.String,
+            "reward": pl.Float64,
+            "answer": pl.String,
+        },
+    )
     return samples, summarize(samples, cfg)
 
 
@@ -97,9 +134,13 @@ def _per_problem(samples: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
     for (pid, split, level), grp in samples.group_by(["problem_id", "split", "level"]):
         g = grp.filter(pl.col("kind") == "greedy")
         s = grp.filter(pl.col("kind") == "sample").sort("sample_index")
-        rec = {"problem_id": pid, "split": split, "level": level,
-               "greedy": float(g["reward"].fill_null(0.0).sum()) if len(g) else None,
-               "unscored": int(grp["reward"].is_null().sum())}
+        rec = {
+            "problem_id": pid,
+            "split": split,
+            "level": level,
+            "greedy": float(g["reward"].fill_null(0.0).sum()) if len(g) else None,
+            "unscored": int(grp["reward"].is_null().sum()),
+        }
         if len(s):
             correct = int((s["reward"] == 1.0).sum())
             for k in cfg.ks:

@@ -6,7 +6,8 @@ GSM8K (``question``, ``answer`` ending in ``#### N``); and restem's own normaliz
 whose records are malformed (bad JSON, a missing or mistyped field) raises ``ProblemFormatError``
 naming the file, the line and the field, before anything is written. A gold answer that cannot be
 parsed is not an error of the file: that problem is set aside in ``LoadReport.rejected`` with its
-id and reason, and never reaches training. Code problem sets live in ``code_problems``.
+id and reason, and never reaches training. Code problem sets are loaded by ``code_problems``
+(named here by ``load_builtin``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from restem_pipeline import arith
 from restem_pipeline.mathverify import InvalidGoldError, parse_gold
 from restem_pipeline.schema import Problem, ProblemFormatError
 
-BUILTIN_SETS = ("arith", "math", "math500", "gsm8k")
+MATH_SETS = ("arith", "math", "math500", "gsm8k")
+CODE_SETS = ("code", "humaneval", "humanevalplus", "mbpp", "mbppplus", "apps")
+BUILTIN_SETS = MATH_SETS + CODE_SETS
 
 
 @dataclass
@@ -78,11 +81,24 @@ def _math_problem(rec: dict, path: Path, rec_id: int | str, split: str, source: 
     problem = require(rec, "problem", path, rec_id)
     solution = require(rec, "solution", path, rec_id)
     pid = str(rec.get("unique_id") or f"{path.stem}/{rec_id}")
-    gold = _gold_or_reject(rec["answer"], "answer", pid, report) if "answer" in rec else \
-        _gold_or_reject(solution, "math_solution", pid, report)
+    gold = (
+        _gold_or_reject(rec["answer"], "answer", pid, report)
+        if "answer" in rec
+        else _gold_or_reject(solution, "math_solution", pid, report)
+    )
     if gold is not None:
-        report.problems.append(Problem(id=pid, domain="math", prompt=problem, source=source, split=split,
-                                       answer=gold, level=_math_level(rec.get("level")), solution=solution))
+        report.problems.append(
+            Problem(
+                id=pid,
+                domain="math",
+                prompt=problem,
+                source=source,
+                split=split,
+                answer=gold,
+                level=_math_level(rec.get("level")),
+                solution=solution,
+            )
+        )
 
 
 def load_math_jsonl(path: str | Path, split: str, source: str = "math") -> LoadReport:
@@ -119,8 +135,11 @@ def load_gsm8k(path: str | Path, split: str, source: str = "gsm8k") -> LoadRepor
         gold = _gold_or_reject(answer, "gsm8k", pid, report)
         if gold is not None:
             solution = re.sub(r"<<[^>]*>>", "", answer).split("####")[0].strip() + f" The answer is \\boxed{{{gold}}}."
-            report.problems.append(Problem(id=pid, domain="math", prompt=question, source=source, split=split,
-                                           answer=gold, solution=solution))
+            report.problems.append(
+                Problem(
+                    id=pid, domain="math", prompt=question, source=source, split=split, answer=gold, solution=solution
+                )
+            )
     return report
 
 
@@ -152,8 +171,13 @@ def load_jsonl_auto(path: str | Path, split: str = "train") -> LoadReport:
         return load_math_jsonl(path, split, source="math500" if "answer" in keys else "math")
     if {"question", "answer"} <= keys:
         return load_gsm8k(path, split)
-    raise ProblemFormatError(path, first[0], "<record>", f"unrecognized fields {sorted(keys)}; expected restem, "
-                             "MATH (problem, solution), MATH-500 (+answer) or GSM8K (question, answer)")
+    raise ProblemFormatError(
+        path,
+        first[0],
+        "<record>",
+        f"unrecognized fields {sorted(keys)}; expected restem, "
+        "MATH (problem, solution), MATH-500 (+answer) or GSM8K (question, answer)",
+    )
 
 
 def with_validation_split(problems: list[Problem], fraction: float, seed: int) -> list[Problem]:
@@ -171,6 +195,8 @@ def load_builtin(name: str, seed: int = 0, arith_sizes: tuple[int, int, int] = (
         n_train, n_val, n_test = arith_sizes
         return LoadReport(arith.embedded_problem_set(seed, n_train, n_val, n_test), source_files=["<embedded>"])
     root = external_data_root()
+    if name in CODE_SETS:
+        return LoadReport(code_problem_set(name, root, seed), source_files=[str(root)])
     if name == "math":
         parts = [load_math_jsonl(root / "math" / f"{s}.jsonl", s) for s in ("train", "test")]
     elif name == "math500":
@@ -179,7 +205,26 @@ def load_builtin(name: str, seed: int = 0, arith_sizes: tuple[int, int, int] = (
         parts = [load_gsm8k(root / "gsm8k" / f"{s}.jsonl", s) for s in ("train", "test")]
     else:
         raise ValueError(f"unknown problem set {name!r}; built-in sets are {', '.join(BUILTIN_SETS)}")
-    merged = LoadReport([p for r in parts for p in r.problems], [x for r in parts for x in r.rejected],
-                        [f for r in parts for f in r.source_files])
+    merged = LoadReport(
+        [p for r in parts for p in r.problems],
+        [x for r in parts for x in r.rejected],
+        [f for r in parts for f in r.source_files],
+    )
     merged.problems = with_validation_split(merged.problems, 0.05, seed)
     return merged
+
+
+def code_problem_set(name: str, root: Path, seed: int) -> list[Problem]:
+    """Code sets by name. HumanEval(+) is test-only (the paper's transfer set); APPS is the sample."""
+    from restem_pipeline import code_problems as C
+
+    if name == "code":
+        return C.embedded_code_problems(seed=seed, n=60)
+    loaders = {
+        "humaneval": lambda: C.load_humaneval(root / "humaneval" / "HumanEval.jsonl.gz"),
+        "humanevalplus": lambda: C.load_humanevalplus(root / "humanevalplus" / "HumanEvalPlus.jsonl.gz"),
+        "mbpp": lambda: C.load_mbpp(root / "mbpp" / "mbpp.jsonl"),
+        "mbppplus": lambda: C.load_mbppplus(root / "mbppplus" / "MbppPlus.jsonl.gz"),
+        "apps": lambda: C.load_apps_folder(root / "apps" / "original_layout"),
+    }
+    return with_validation_split(loaders[name](), 0.1, seed)

@@ -90,9 +90,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "arith": PromptTemplate("arith"),
     "math": PromptTemplate("math", "Problem:\n", "\n\nSolution:", MATH_EXEMPLARS, stop=("\n\nProblem:",)),
     "gsm8k": PromptTemplate("gsm8k", exemplars=GSM8K_EXEMPLARS),
-    "code": PromptTemplate(
-        "code", "### Problem\n", "\n### Python solution\n", stop=("\n### Problem",)
-    ),
+    "code": PromptTemplate("code", "### Problem\n", "\n### Python solution\n", stop=("\n### Problem",)),
 }
 
 

@@ -68,11 +68,15 @@ def verdicts_for(
     math_idx = [i for i, p in enumerate(problems) if p.domain == "math"]
     code_idx = [i for i, p in enumerate(problems) if p.domain == "code"]
     if math_idx:
-        vs = math_verdicts([completions[i] for i in math_idx], [problems[i].answer for i in math_idx], timeout_s, workers)
+        vs = math_verdicts(
+            [completions[i] for i in math_idx], [problems[i].answer for i in math_idx], timeout_s, workers
+        )
         for i, v in zip(math_idx, vs, strict=True):
             out[i] = v
     if code_idx:
-        vs = code_verdicts([completions[i] for i in code_idx], [problems[i].tests for i in code_idx], timeout_s, workers)
+        vs = code_verdicts(
+            [completions[i] for i in code_idx], [problems[i].tests for i in code_idx], timeout_s, workers
+        )
         for i, v in zip(code_idx, vs, strict=True):
             out[i] = v
     return out  # type: ignore[return-value]

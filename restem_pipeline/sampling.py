@@ -95,7 +95,7 @@ class TransformersSampler:
         tok = self.tokenizer
         encoded = tok(prompts, add_special_tokens=False)["input_ids"]
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        jobs = sorted(((len(encoded[i]), i, j) for i in range(len(prompts)) for j in range(params.n)))
+        jobs = sorted((len(encoded[i]), i, j) for i in range(len(prompts)) for j in range(params.n))
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         done = 0
         for b, start in enumerate(range(0, len(jobs), self.batch_size)):
@@ -108,12 +108,16 @@ class TransformersSampler:
                 input_ids[r, width - len(s) :] = torch.tensor(s)
                 mask[r, width - len(s) :] = 1
             torch.manual_seed(batch_seed(params.seed, b))
-            kwargs = {"do_sample": False} if params.greedy else {
-                "do_sample": True,
-                "temperature": params.temperature,
-                "top_k": params.top_k or 0,
-                "top_p": params.top_p or 1.0,
-            }
+            kwargs = (
+                {"do_sample": False}
+                if params.greedy
+                else {
+                    "do_sample": True,
+                    "temperature": params.temperature,
+                    "top_k": params.top_k or 0,
+                    "top_p": params.top_p or 1.0,
+                }
+            )
             gen = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=mask.to(self.device),

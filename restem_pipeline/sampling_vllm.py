@@ -51,10 +51,7 @@ class VLLMSampler:
             stop=self.stop or None,
         )
         results = self.llm.generate(prompts, vparams, use_tqdm=progress is None)
-        out = [
-            [Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in r.outputs]
-            for r in results
-        ]
+        out = [[Completion(o.text, len(o.token_ids), o.finish_reason == "stop") for o in r.outputs] for r in results]
         if progress:
             progress(len(prompts) * params.n, len(prompts) * params.n)
         return out

@@ -17,10 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from restem_pipeline import arith
-from restem_pipeline.modeling import TinyLlamaSpec, count_parameters, load_model, load_tokenizer, tiny_llama, train_tokenizer
+from restem_pipeline.modeling import (
+    TinyLlamaSpec,
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    tiny_llama,
+    train_tokenizer,
+)
 from restem_pipeline.prompts import template_for
 from restem_pipeline.rewards import verdicts_for
 from restem_pipeline.sampling import Sampler, SamplingParams
@@ -29,9 +35,17 @@ from restem_pipeline.training import TrainConfig, TrainStats, save_checkpoint, t
 
 Progress = Callable[[int, int], None]
 
-RAW_SCHEMA = {"sample_id": pl.String, "problem_id": pl.String, "sample_index": pl.Int64, "level": pl.Int64,
-              "completion": pl.String, "num_tokens": pl.Int64, "finished": pl.Boolean, "model": pl.String,
-              "seed": pl.Int64}
+RAW_SCHEMA = {
+    "sample_id": pl.String,
+    "problem_id": pl.String,
+    "sample_index": pl.Int64,
+    "level": pl.Int64,
+    "completion": pl.String,
+    "num_tokens": pl.Int64,
+    "finished": pl.Boolean,
+    "model": pl.String,
+    "seed": pl.Int64,
+}
 
 
 def sample_id(problem_set: str, stage: str, problem_id: str, index: int) -> str:
@@ -40,9 +54,21 @@ def sample_id(problem_set: str, stage: str, problem_id: str, index: int) -> str:
 
 
 def problems_frame(problems: list[Problem]) -> pl.DataFrame:
-    return pl.DataFrame([p.to_row() for p in problems], schema={
-        "id": pl.String, "domain": pl.String, "prompt": pl.String, "source": pl.String, "split": pl.String,
-        "answer": pl.String, "tests": pl.String, "level": pl.Int64, "solution": pl.String, "entry_point": pl.String})
+    return pl.DataFrame(
+        [p.to_row() for p in problems],
+        schema={
+            "id": pl.String,
+            "domain": pl.String,
+            "prompt": pl.String,
+            "source": pl.String,
+            "split": pl.String,
+            "answer": pl.String,
+            "tests": pl.String,
+            "level": pl.Int64,
+            "solution": pl.String,
+            "entry_point": pl.String,
+        },
+    )
 
 
 def problems_from_frame(df: pl.DataFrame) -> list[Problem]:
@@ -52,13 +78,17 @@ def problems_from_frame(df: pl.DataFrame) -> list[Problem]:
 @dataclass(frozen=True)
 class BaseModelConfig:
     spec: TinyLlamaSpec = field(default_factory=TinyLlamaSpec)
-    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=700, batch_size=64, learning_rate=2e-3))
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=900, batch_size=64, learning_rate=3e-3))
     pool_per_level: tuple[int, ...] = arith.POOL_PER_LEVEL
     seed: int = 0
 
 
-def build_base_model(out_dir: Path, exclude_texts: set[str], cfg: BaseModelConfig,
-                     progress: Callable[[int, int, float], None] | None = None) -> dict:
+def build_base_model(
+    out_dir: Path,
+    exclude_texts: set[str],
+    cfg: BaseModelConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict:
     """Train a tokenizer and pretrain the tiny Llama on worked problems disjoint from the splits."""
     t0 = time.perf_counter()
     pool = arith.pretraining_pool(cfg.seed, cfg.pool_per_level, exclude_texts)
@@ -70,24 +100,52 @@ def build_base_model(out_dir: Path, exclude_texts: set[str], cfg: BaseModelConfi
     examples = tokenize_pairs(tokenizer, prompts, targets, cfg.pretrain.max_length)
     stats = train_causal_lm(model, tokenizer, examples, cfg.pretrain, progress)
     save_checkpoint(model, tokenizer, out_dir)
-    return {"parameters": count_parameters(model), "pool_problems": len(pool), "vocab_size": len(tokenizer),
-            "steps": stats.steps, "tokens": stats.tokens, "first_loss": stats.first_loss,
-            "final_loss": stats.final_loss, "seconds": time.perf_counter() - t0}
+    return {
+        "parameters": count_parameters(model),
+        "pool_problems": len(pool),
+        "vocab_size": len(tokenizer),
+        "steps": stats.steps,
+        "tokens": stats.tokens,
+        "first_loss": stats.first_loss,
+        "final_loss": stats.final_loss,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
-def draw_samples(sampler: Sampler, problems: list[Problem], params: SamplingParams, problem_set: str,
-                 stage: str, model_name: str, few_shot: bool = True, progress: Progress | None = None) -> pl.DataFrame:
+def draw_samples(
+    sampler: Sampler,
+    problems: list[Problem],
+    params: SamplingParams,
+    problem_set: str,
+    stage: str,
+    model_name: str,
+    few_shot: bool = True,
+    progress: Progress | None = None,
+) -> pl.DataFrame:
     """``params.n`` samples per problem, one row each, with stable ``sample_id``s."""
     prompts = [template_for(p, few_shot).render(p.prompt) for p in problems]
     outs = sampler.generate(prompts, params, progress)
-    rows = [{"sample_id": sample_id(problem_set, stage, p.id, j), "problem_id": p.id, "sample_index": j,
-             "level": p.level, "completion": c.text, "num_tokens": c.num_tokens, "finished": c.finished,
-             "model": model_name, "seed": params.seed}
-            for p, row in zip(problems, outs, strict=True) for j, c in enumerate(row)]
+    rows = [
+        {
+            "sample_id": sample_id(problem_set, stage, p.id, j),
+            "problem_id": p.id,
+            "sample_index": j,
+            "level": p.level,
+            "completion": c.text,
+            "num_tokens": c.num_tokens,
+            "finished": c.finished,
+            "model": model_name,
+            "seed": params.seed,
+        }
+        for p, row in zip(problems, outs, strict=True)
+        for j, c in enumerate(row)
+    ]
     return pl.DataFrame(rows, schema=RAW_SCHEMA)
 
 
-def verify_samples(raw: pl.DataFrame, problems: list[Problem], timeout_s: float = 5.0, workers: int = 1) -> pl.DataFrame:
+def verify_samples(
+    raw: pl.DataFrame, problems: list[Problem], timeout_s: float = 5.0, workers: int = 1
+) -> pl.DataFrame:
     """``raw`` plus ``status``, ``reward`` (1/0, or null when unscored) and the extracted ``answer``."""
     by_id = {p.id: p for p in problems}
     missing = set(raw["problem_id"].unique().to_list()) - by_id.keys()
@@ -119,11 +177,14 @@ def cap_samples(verified: pl.DataFrame, cap: int, seed: int) -> tuple[pl.DataFra
         keep_ids.update(ids[:cap])
     kept = verified.filter(pl.col("sample_id").is_in(list(keep_ids))).sort(["problem_id", "sample_index"])
     dropped = verified.filter(~pl.col("sample_id").is_in(list(keep_ids))).with_columns(
-        pl.when(pl.col("reward") == 1.0).then(pl.lit("over_cap")).otherwise(pl.col("status")).alias("drop_reason"))
+        pl.when(pl.col("reward") == 1.0).then(pl.lit("over_cap")).otherwise(pl.col("status")).alias("drop_reason")
+    )
     return kept, dropped
 
 
-def training_pairs(problems: list[Problem], rows: pl.DataFrame, text_col: str, few_shot: bool = True) -> tuple[list[str], list[str]]:
+def training_pairs(
+    problems: list[Problem], rows: pl.DataFrame, text_col: str, few_shot: bool = True
+) -> tuple[list[str], list[str]]:
     by_id = {p.id: p for p in problems}
     prompts, targets = [], []
     for pid, text in zip(rows["problem_id"], rows[text_col], strict=True):
@@ -135,14 +196,24 @@ def training_pairs(problems: list[Problem], rows: pl.DataFrame, text_col: str, f
 
 def human_solution_rows(problems: list[Problem]) -> pl.DataFrame:
     """The SFT baseline's training set: each train problem's reference solution, once."""
-    rows = [{"problem_id": p.id, "level": p.level, "completion": p.solution}
-            for p in problems if p.split == "train" and p.solution]
+    rows = [
+        {"problem_id": p.id, "level": p.level, "completion": p.solution}
+        for p in problems
+        if p.split == "train" and p.solution
+    ]
     return pl.DataFrame(rows, schema={"problem_id": pl.String, "level": pl.Int64, "completion": pl.String})
 
 
-def fine_tune(init_from: str | Path, problems: list[Problem], rows: pl.DataFrame, out_dir: Path, cfg: TrainConfig,
-              few_shot: bool = True, progress: Callable[[int, int, float], None] | None = None,
-              device: str = "cpu") -> TrainStats:
+def fine_tune(
+    init_from: str | Path,
+    problems: list[Problem],
+    rows: pl.DataFrame,
+    out_dir: Path,
+    cfg: TrainConfig,
+    few_shot: bool = True,
+    progress: Callable[[int, int, float], None] | None = None,
+    device: str = "cpu",
+) -> TrainStats:
     """Fine-tune the model at ``init_from`` (the base, for ReST-EM) on ``rows`` and save it."""
     tokenizer = load_tokenizer(init_from)
     model = load_model(init_from, device=device)
@@ -159,4 +230,3 @@ def weight_change(a: str | Path, b: str | Path) -> float:
     num = sum(float((pa - pb).detach().pow(2).sum()) for pa, pb in zip(ma.parameters(), mb.parameters(), strict=True))
     den = sum(float(pa.detach().pow(2).sum()) for pa in ma.parameters())
     return (num / den) ** 0.5 if den else 0.0
-

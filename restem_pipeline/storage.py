@@ -25,8 +25,13 @@ import duckdb
 import polars as pl
 
 TABLES = (
-    "problems", "raw_samples", "verified_samples", "training_set", "dropped_samples",
-    "eval_samples", "eval_summary",
+    "problems",
+    "raw_samples",
+    "verified_samples",
+    "training_set",
+    "dropped_samples",
+    "eval_samples",
+    "eval_summary",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -48,7 +53,13 @@ class DataRoot:
     def table_path(self, table: str, problem_set: str, stage: str) -> Path:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLES)}")
-        return self.root / "tables" / table / check_name("problem set", problem_set) / f"{check_name('stage', stage)}.parquet"
+        return (
+            self.root
+            / "tables"
+            / table
+            / check_name("problem set", problem_set)
+            / f"{check_name('stage', stage)}.parquet"
+        )
 
     def model_dir(self, problem_set: str | None, stage: str) -> Path:
         if problem_set is None:
@@ -125,8 +136,10 @@ def run_sql_command(args) -> int:
     except duckdb.Error as err:
         con = duckdb.connect(":memory:")
         views = register_views(con, root)
-        print(f"restem sql: {err}\nviews under {root.root}: {', '.join(views) or 'none (run restem demo first)'}",
-              file=sys.stderr)
+        print(
+            f"restem sql: {err}\nviews under {root.root}: {', '.join(views) or 'none (run restem demo first)'}",
+            file=sys.stderr,
+        )
         return 2
     if args.format == "csv":
         sys.stdout.write(df.write_csv())

@@ -62,7 +62,9 @@ class TrainStats:
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-def tokenize_pairs(tokenizer, prompts: list[str], completions: list[str], max_length: int) -> list[tuple[list[int], int]]:
+def tokenize_pairs(
+    tokenizer, prompts: list[str], completions: list[str], max_length: int
+) -> list[tuple[list[int], int]]:
     """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, truncated at max_length."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")

@@ -53,8 +53,16 @@ def test_human_solutions_are_correct_and_terser():
         assert verify(p.solution, p.answer).status == "correct", p.solution
         for expr, value in re.findall(r"([\d\s()+\-*/]+?) = (\d+)", p.solution):
             assert _eval_expression(expr.strip(" ;,")) == int(value), p.solution
-        styles.add("goes" if " goes " in p.solution else "so" if ", so " in p.solution else "expr")
-    assert styles == {"goes", "so", "expr"}  # varied, as people write
+        styles.add(
+            "prose"
+            if ", then " in p.solution
+            else "folded"
+            if ", so " in p.solution
+            else "halves"
+            if p.solution.startswith("First")
+            else "other"
+        )
+    assert styles == {"prose", "folded", "halves", "other"}  # varied, as people write
     hard = [p for p in ps if p.level == 5]
     worked_len = sum(len(arith.worked_solution(arith.make_problem(5, random.Random(i)))) for i in range(40)) / 40
     assert sum(len(p.solution) for p in hard) / len(hard) < worked_len  # terser than the model's style

@@ -34,7 +34,7 @@ def test_base_is_a_hugging_face_llama(tiny_base):
 
 def test_prompt_tokens_are_masked_out_of_the_loss(tiny_base):
     tok = load_tokenizer(tiny_base)
-    (ids, plen), = tokenize_pairs(tok, ["Question: 1 + 1?\nAnswer:"], [" 1 + 1 = 2. \\boxed{2}"], 320)
+    ((ids, plen),) = tokenize_pairs(tok, ["Question: 1 + 1?\nAnswer:"], [" 1 + 1 = 2. \\boxed{2}"], 320)
     batch = collate([(ids, plen), (ids[:5], 3)], tok.pad_token_id)
     labels = batch["labels"][0].tolist()
     assert labels[:plen] == [IGNORE_INDEX] * plen
@@ -59,8 +59,9 @@ def test_sampler_is_seeded_and_greedy_matches_generate(tiny_base, tiny_problems)
     assert batched == single  # left padding does not change greedy output
     tok, model = s.tokenizer, s.model
     ids = torch.tensor([[tok.bos_token_id] + tok(prompts[0], add_special_tokens=False)["input_ids"]])
-    ref = model.generate(ids, do_sample=False, max_new_tokens=40, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id)[0, ids.shape[1]:]
+    ref = model.generate(
+        ids, do_sample=False, max_new_tokens=40, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+    )[0, ids.shape[1] :]
     assert tok.decode(ref, skip_special_tokens=True) == single[0]
 
 
@@ -90,13 +91,24 @@ def test_evaluate_reports_every_metric_per_level(tiny_base, tiny_problems):
     cfg = EvalConfig(k=4, max_new_tokens=40, train_subset=5)
     sampler = TransformersSampler(tiny_base, batch_size=64)
     probs = (
-        [p for p in tiny_problems if p.split == "test"][:10] + [p for p in tiny_problems if p.split == "validation"][:4]
-        + [p for p in tiny_problems if p.split == "train"][:8])
+        [p for p in tiny_problems if p.split == "test"][:10]
+        + [p for p in tiny_problems if p.split == "validation"][:4]
+        + [p for p in tiny_problems if p.split == "train"][:8]
+    )
     samples, summary = evaluate(sampler, probs, cfg)
     n_test = sum(p.split == "test" for p in probs)
     assert len(samples.filter(pl.col("kind") == "sample")) == 4 * n_test
-    assert set(summary.columns) >= {"split", "level", "problems", "unscored", "pass@1_greedy", "pass@1", "pass@2",
-                                    "pass@4", "maj@4"}
+    assert set(summary.columns) >= {
+        "split",
+        "level",
+        "problems",
+        "unscored",
+        "pass@1_greedy",
+        "pass@1",
+        "pass@2",
+        "pass@4",
+        "maj@4",
+    }
     test_all = summary.filter((pl.col("split") == "test") & (pl.col("level") == "all")).row(0, named=True)
     assert test_all["problems"] == n_test
     assert test_all["pass@1"] <= test_all["pass@2"] <= test_all["pass@4"]

@@ -61,7 +61,7 @@ def test_auto_detects_each_format(shared_data, tmp_path):
         ('{"question": "q", "answer": "#### 3"}\n{"question": "q2"}\n', 2, "answer"),
         ('{"question": "", "answer": "#### 3"}\n', 1, "question"),
         ('{"question": "q", "answer": 3}\n', 1, "answer"),
-        ('[1, 2]\n', 1, "<json>"),
+        ("[1, 2]\n", 1, "<json>"),
     ],
 )
 def test_malformed_gsm8k_names_file_line_and_field(tmp_path, content, line, field):

@@ -14,17 +14,37 @@ PROBLEMS = [
 
 
 def _raw(rows):
-    data = [{"sample_id": stages.sample_id("s", "iter_1", pid, j), "problem_id": pid, "sample_index": j, "level": 1,
-             "completion": text, "num_tokens": 5, "finished": True, "model": "m", "seed": 0}
-            for j, (pid, text) in enumerate(rows)]
+    data = [
+        {
+            "sample_id": stages.sample_id("s", "iter_1", pid, j),
+            "problem_id": pid,
+            "sample_index": j,
+            "level": 1,
+            "completion": text,
+            "num_tokens": 5,
+            "finished": True,
+            "model": "m",
+            "seed": 0,
+        }
+        for j, (pid, text) in enumerate(rows)
+    ]
     return pl.DataFrame(data, schema=stages.RAW_SCHEMA)
 
 
 def test_sample_ids_are_stable_and_distinct():
     a = stages.sample_id("arith", "iter_1", "p1", 0)
     assert a == stages.sample_id("arith", "iter_1", "p1", 0)
-    assert len({a, stages.sample_id("arith", "iter_2", "p1", 0), stages.sample_id("arith", "iter_1", "p1", 1),
-                stages.sample_id("other", "iter_1", "p1", 0)}) == 4
+    assert (
+        len(
+            {
+                a,
+                stages.sample_id("arith", "iter_2", "p1", 0),
+                stages.sample_id("arith", "iter_1", "p1", 1),
+                stages.sample_id("other", "iter_1", "p1", 0),
+            }
+        )
+        == 4
+    )
 
 
 def test_verify_samples_statuses_and_rewards():
@@ -42,7 +62,9 @@ def test_verify_samples_rejects_unknown_problem():
 
 
 def test_cap_keeps_correct_only_at_most_cap_per_problem_seeded():
-    rows = [("p1", "\\boxed{2}")] * 15 + [("p1", "\\boxed{5}")] * 3 + [("p2", "\\boxed{4}")] * 2 + [("p3", " no answer")]
+    rows = (
+        [("p1", "\\boxed{2}")] * 15 + [("p1", "\\boxed{5}")] * 3 + [("p2", "\\boxed{4}")] * 2 + [("p3", " no answer")]
+    )
     ver = stages.verify_samples(_raw(rows), PROBLEMS)
     kept, dropped = stages.cap_samples(ver, cap=10, seed=0)
     counts = dict(kept.group_by("problem_id").len().iter_rows())
@@ -50,7 +72,10 @@ def test_cap_keeps_correct_only_at_most_cap_per_problem_seeded():
     assert (kept["reward"] == 1.0).all()
     assert len(kept) + len(dropped) == len(ver)
     assert dict(dropped.group_by("drop_reason").len().sort("drop_reason").iter_rows()) == {
-        "incorrect": 3, "over_cap": 5, "unparseable_prediction": 1}
+        "incorrect": 3,
+        "over_cap": 5,
+        "unparseable_prediction": 1,
+    }
     again, _ = stages.cap_samples(ver, cap=10, seed=0)
     other, _ = stages.cap_samples(ver, cap=10, seed=1)
     assert again["sample_id"].to_list() == kept["sample_id"].to_list()
@@ -71,7 +96,9 @@ def test_cap_must_be_positive():
 
 
 def test_human_solution_rows_only_train_with_solutions():
-    ps = [Problem("a", "math", "q", "t", split="train", answer="1", solution="s"),
-          Problem("b", "math", "q", "t", split="test", answer="1", solution="s"),
-          Problem("c", "math", "q", "t", split="train", answer="1")]
+    ps = [
+        Problem("a", "math", "q", "t", split="train", answer="1", solution="s"),
+        Problem("b", "math", "q", "t", split="test", answer="1", solution="s"),
+        Problem("c", "math", "q", "t", split="train", answer="1"),
+    ]
     assert stages.human_solution_rows(ps)["problem_id"].to_list() == ["a"]

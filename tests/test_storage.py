@@ -16,7 +16,9 @@ def test_write_read_and_query_across_sets_and_stages(tmp_path):
             root.write_table(df, "verified_samples", ps, f"iter_{t}")
     back = root.read_table("verified_samples", "a", "iter_2")
     assert back.columns == ["sample_id", "reward", "problem_set", "stage"]
-    out = storage.query("SELECT stage, sum(reward) AS r, count(*) AS n FROM verified_samples GROUP BY 1 ORDER BY 1", root)
+    out = storage.query(
+        "SELECT stage, sum(reward) AS r, count(*) AS n FROM verified_samples GROUP BY 1 ORDER BY 1", root
+    )
     assert out.to_dicts() == [{"stage": "iter_1", "r": 2.0, "n": 4}, {"stage": "iter_2", "r": 4.0, "n": 4}]
 
 
@@ -48,8 +50,9 @@ def test_unknown_table_is_named(tmp_path):
 def test_sql_command_output_and_errors(tmp_path, capsys):
     root = storage.DataRoot(tmp_path)
     root.write_table(pl.DataFrame({"status": ["correct", "timeout"]}), "verified_samples", "a", "iter_1")
-    args = argparse.Namespace(query="SELECT status FROM verified_samples ORDER BY 1", data_root=str(tmp_path),
-                              format="csv")
+    args = argparse.Namespace(
+        query="SELECT status FROM verified_samples ORDER BY 1", data_root=str(tmp_path), format="csv"
+    )
     assert storage.run_sql_command(args) == 0
     assert capsys.readouterr().out.splitlines() == ["status", "correct", "timeout"]
     args.query = "SELECT * FROM nope"
