@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from assets.common import base_model_path, load_problems, progress_logger, stage_model_path
+from assets.common import base_model_path, fine_tune_result, load_problems, stage_model_path
 from assets.ingest import base_model, problem_set
 from assets.partitions import problem_sets
 from assets.reports import evaluation_result
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource
-from restem_pipeline.stages import fine_tune, human_solution_rows
+from restem_pipeline.stages import human_solution_rows
 
 
 @dg.asset(
@@ -43,32 +43,11 @@ def sft_baseline(
     trainer: TrainerResource,
 ) -> dg.MaterializeResult:
     name = context.partition_key
-    root = storage.root()
-    problems = load_problems(storage, name)
-    rows = human_solution_rows(problems)
+    rows = human_solution_rows(load_problems(storage, name))
     if rows.is_empty():
         raise dg.Failure(f"problem set {name!r} has no human solutions to fine-tune on")
-    root.write_table(rows, "training_set", name, "sft")
-    out = root.model_dir(name, "sft")
-    stats = fine_tune(
-        base_model_path(storage, experiment, name),
-        problems,
-        rows,
-        out,
-        trainer.train_config(experiment.seed),
-        experiment.few_shot,
-        progress_logger(context, "fine-tuning on human solutions"),
-        trainer.device,
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "examples": len(rows),
-            "steps": stats.steps,
-            "first_loss": stats.first_loss,
-            "final_loss": stats.final_loss,
-            "path": dg.MetadataValue.path(str(out)),
-        }
-    )
+    storage.root().write_table(rows, "training_set", name, "sft")
+    return fine_tune_result(context, storage, experiment, trainer, rows, "sft", experiment.seed)
 
 
 @dg.asset(

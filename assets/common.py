@@ -6,8 +6,8 @@ from collections.abc import Callable
 import dagster as dg
 import polars as pl
 
-from resources import ExperimentResource, StorageResource
-from restem_pipeline.stages import problems_from_frame
+from resources import ExperimentResource, StorageResource, TrainerResource
+from restem_pipeline.stages import fine_tune, problems_from_frame
 from restem_pipeline.storage import DataRoot
 
 
@@ -55,3 +55,39 @@ def md_table(df: pl.DataFrame, float_fmt: str = "{:.3f}") -> str:
         cells = [float_fmt.format(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def fine_tune_result(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    experiment: ExperimentResource,
+    trainer: TrainerResource,
+    rows: pl.DataFrame,
+    stage: str,
+    seed: int,
+) -> dg.MaterializeResult:
+    """Fine-tune the base model on ``rows`` into ``models/<set>/<stage>`` and report it."""
+    name = context.partition_key
+    base = base_model_path(storage, experiment, name)
+    out = storage.root().model_dir(name, stage)
+    stats = fine_tune(
+        base,
+        load_problems(storage, name),
+        rows,
+        out,
+        trainer.train_config(seed),
+        experiment.few_shot,
+        progress_logger(context, f"fine-tuning {stage}"),
+        trainer.device,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "init_from": base,
+            "examples": len(rows),
+            "steps": stats.steps,
+            "tokens": stats.tokens,
+            "first_loss": stats.first_loss,
+            "final_loss": stats.final_loss,
+            "path": dg.MetadataValue.path(str(out)),
+        }
+    )

@@ -13,13 +13,20 @@ its own asset keys (grouped ``iteration_t``); the lineage graph then shows the l
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from assets.common import base_model_path, load_problems, md_table, progress_logger, stage_model_path
+from assets.common import (
+    base_model_path,
+    fine_tune_result,
+    load_problems,
+    md_table,
+    progress_logger,
+    stage_model_path,
+)
 from assets.ingest import base_model, problem_set
 from assets.partitions import problem_sets
 from assets.reports import evaluation_result, status_counts
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource
 from restem_pipeline.prompts import template_for
-from restem_pipeline.stages import cap_samples, draw_samples, fine_tune, verify_samples
+from restem_pipeline.stages import cap_samples, draw_samples, verify_samples
 
 
 def iteration_key(t: int, name: str) -> dg.AssetKey:
@@ -177,29 +184,7 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
         rows = root.read_table("training_set", name, stage)
         if rows.is_empty():
             raise dg.Failure(f"training set {stage} of {name} is empty: no sample was verified correct")
-        base = base_model_path(storage, experiment, name)
-        out = root.model_dir(name, stage)
-        stats = fine_tune(
-            base,
-            load_problems(storage, name),
-            rows,
-            out,
-            trainer.train_config(experiment.seed + t),
-            experiment.few_shot,
-            progress_logger(context, "fine-tuning"),
-            trainer.device,
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "init_from": base,
-                "examples": len(rows),
-                "steps": stats.steps,
-                "tokens": stats.tokens,
-                "first_loss": stats.first_loss,
-                "final_loss": stats.final_loss,
-                "path": dg.MetadataValue.path(str(out)),
-            }
-        )
+        return fine_tune_result(context, storage, experiment, trainer, rows, stage, experiment.seed + t)
 
     @dg.asset(
         key=iteration_key(t, "eval_report"),

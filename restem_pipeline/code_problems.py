@@ -24,35 +24,15 @@ The embedded generated task is in :mod:`restem_pipeline.code_tasks` (re-exported
 from __future__ import annotations
 
 import builtins
-import gzip
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 from restem_pipeline.code_plus import plus_test_code
+from restem_pipeline.jsonl import iter_jsonl
 from restem_pipeline.schema import Problem, ProblemFormatError
 
 APPS_LEVELS = {"introductory": 1, "interview": 2, "competition": 3}
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
-def _jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    path = Path(path)
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ProblemFormatError(str(path), lineno, "<line>", f"not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise ProblemFormatError(str(path), lineno, "<line>", "expected a JSON object")
-            yield lineno, row
 
 
 def _need(row: dict, key: str, path, record, kind=str):
@@ -141,7 +121,7 @@ def load_apps_folder(path: str | Path, split: str = "train") -> list[Problem]:
 def load_apps_jsonl(path: str | Path, split: str = "train") -> list[Problem]:
     """APPS as Hugging Face ``codeparrot/apps`` JSON lines."""
     problems = []
-    for lineno, row in _jsonl(path):
+    for lineno, row in iter_jsonl(path):
         pid = row.get("problem_id")
         if not isinstance(pid, int | str):
             raise ProblemFormatError(str(path), lineno, "problem_id", "missing or not an int/string")
@@ -159,7 +139,7 @@ def load_apps_jsonl(path: str | Path, split: str = "train") -> list[Problem]:
 def load_humaneval(path: str | Path) -> list[Problem]:
     """openai/human-eval ``HumanEval.jsonl(.gz)``; split ``test`` (it is the transfer set)."""
     problems = []
-    for lineno, row in _jsonl(path):
+    for lineno, row in iter_jsonl(path):
         tid, prompt = _need(row, "task_id", path, lineno), _need(row, "prompt", path, lineno)
         entry, test = _need(row, "entry_point", path, lineno), _need(row, "test", path, lineno)
         canonical = row.get("canonical_solution")
@@ -186,7 +166,7 @@ def _plus_inputs(row: dict, key: str, path, lineno) -> list:
 
 def _load_plus(path, source: str, split_of) -> list[Problem]:
     problems = []
-    for lineno, row in _jsonl(path):
+    for lineno, row in iter_jsonl(path):
         tid, prompt = _need(row, "task_id", path, lineno), _need(row, "prompt", path, lineno)
         entry = _need(row, "entry_point", path, lineno)
         canonical = _need(row, "canonical_solution", path, lineno)
@@ -244,7 +224,7 @@ def mbpp_entry_point(test_list: list[str], code: str | None = None) -> str | Non
 def load_mbpp(path: str | Path) -> list[Problem]:
     """MBPP: ``mbpp.jsonl`` (full, 974) or ``sanitized-mbpp.json`` (427)."""
     path = Path(path)
-    rows = list(enumerate(json.loads(path.read_text()), 1)) if path.suffix == ".json" else list(_jsonl(path))
+    rows = list(enumerate(json.loads(path.read_text()), 1)) if path.suffix == ".json" else list(iter_jsonl(path))
     problems = []
     for record, row in rows:
         tid = row.get("task_id")

@@ -16,11 +16,11 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from restem_pipeline import arith
+from restem_pipeline.jsonl import iter_jsonl
 from restem_pipeline.mathverify import InvalidGoldError, parse_gold
 from restem_pipeline.schema import Problem, ProblemFormatError
 
@@ -39,20 +39,6 @@ class LoadReport:
 def external_data_root() -> Path:
     """Real data sets (MATH, GSM8K, ...): ``$RESTEM_EXTERNAL_DATA`` or ``../shared/data``."""
     return Path(os.environ.get("RESTEM_EXTERNAL_DATA", Path.cwd().parent / "shared" / "data")).resolve()
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ProblemFormatError(path, lineno, "<json>", f"not valid JSON: {err.msg}") from err
-            if not isinstance(rec, dict):
-                raise ProblemFormatError(path, lineno, "<json>", f"expected an object, got {type(rec).__name__}")
-            yield lineno, rec
 
 
 def require(rec: dict, key: str, path: Path, record: int | str, kind: type = str):

@@ -45,8 +45,8 @@ def test_verify_code_writes_statuses(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("line", "field"), [
-    ("{not json", "<line>"),
-    ('["a list"]', "<line>"),
+    ("{not json", "<json>"),
+    ('["a list"]', "<json>"),
     ('{"tests": {"inputs": ["1"], "outputs": ["1"]}}', "program"),
     ('{"program": "print(1)"}', "tests"),
     ('{"program": "print(1)", "tests": {"inputs": ["1"], "outputs": []}}', "tests.outputs"),

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from restem_pipeline.jsonl import iter_jsonl
 from restem_pipeline.schema import ProblemFormatError
 
 
@@ -42,31 +43,22 @@ def read_jobs(path: str) -> tuple[list[dict], list[str], list[str]]:
     from restem_pipeline.sandbox.compare import TestSpecError, parse_tests
 
     rows, programs, tests = [], [], []
-    with sys.stdin if path == "-" else open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise ProblemFormatError(path, lineno, "<line>", f"not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise ProblemFormatError(path, lineno, "<line>", "expected a JSON object")
-            program = row.get("program")
-            if not isinstance(program, str):
-                raise ProblemFormatError(path, lineno, "program", "missing or not a string (Python source)")
-            spec = row.get("tests")
-            if isinstance(spec, dict):
-                spec = json.dumps(spec)
-            if not isinstance(spec, str):
-                raise ProblemFormatError(path, lineno, "tests", "missing, or not an object or JSON string")
-            try:
-                parse_tests(spec)
-            except TestSpecError as e:
-                raise ProblemFormatError(path, lineno, e.field, str(e).split(": ", 1)[-1]) from None
-            rows.append(row)
-            programs.append(program)
-            tests.append(spec)
+    for lineno, row in iter_jsonl(path):
+        program = row.get("program")
+        if not isinstance(program, str):
+            raise ProblemFormatError(path, lineno, "program", "missing or not a string (Python source)")
+        spec = row.get("tests")
+        if isinstance(spec, dict):
+            spec = json.dumps(spec)
+        if not isinstance(spec, str):
+            raise ProblemFormatError(path, lineno, "tests", "missing, or not an object or JSON string")
+        try:
+            parse_tests(spec)
+        except TestSpecError as e:
+            raise ProblemFormatError(path, lineno, e.field, str(e).split(": ", 1)[-1]) from None
+        rows.append(row)
+        programs.append(program)
+        tests.append(spec)
     return rows, programs, tests
 
 
