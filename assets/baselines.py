@@ -47,7 +47,7 @@ def sft_baseline(
     if rows.is_empty():
         raise dg.Failure(f"problem set {name!r} has no human solutions to fine-tune on")
     storage.root().write_table(rows, "training_set", name, "sft")
-    return fine_tune_result(context, storage, experiment, trainer, rows, "sft", experiment.seed)
+    return fine_tune_result(context, storage, experiment, trainer, rows, "sft", experiment.seed, experiment.sft_epochs)
 
 
 @dg.asset(

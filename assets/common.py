@@ -65,6 +65,7 @@ def fine_tune_result(
     rows: pl.DataFrame,
     stage: str,
     seed: int,
+    epochs: float | None = None,
 ) -> dg.MaterializeResult:
     """Fine-tune the base model on ``rows`` into ``models/<set>/<stage>`` and report it."""
     name = context.partition_key
@@ -75,7 +76,7 @@ def fine_tune_result(
         load_problems(storage, name),
         rows,
         out,
-        trainer.train_config(seed),
+        trainer.train_config(seed, epochs),
         experiment.few_shot,
         progress_logger(context, f"fine-tuning {stage}"),
         trainer.device,

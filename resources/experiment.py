@@ -33,6 +33,11 @@ class ExperimentResource(dg.ConfigurableResource):
     arith_test: int = 400
     max_train_problems: int = Field(default=0, description="0 = all; else a seeded subset (large sets on CPU)")
     max_eval_problems: int = Field(default=0, description="0 = all; else a seeded subset per eval split")
+    sft_epochs: float = Field(
+        default=10.0,
+        description="epochs of the SFT baseline on the human solutions: one per problem, so about "
+        "as many optimizer steps as one ReST-EM M-step (equal compute)",
+    )
     pretrain_steps: int = 900
     pretrain_batch_size: int = 64
     pretrain_pool_scale: float = Field(default=1.0, description="scales the pretraining pool per level")
@@ -64,6 +69,8 @@ class ExperimentResource(dg.ConfigurableResource):
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sft_epochs <= 0:
+            raise ValueError(f"sft_epochs must be > 0, got {self.sft_epochs}")
         if self.pretrain_pool_scale <= 0:
             raise ValueError(f"pretrain_pool_scale must be > 0, got {self.pretrain_pool_scale}")
         return self

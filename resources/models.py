@@ -46,9 +46,9 @@ class TrainerResource(dg.ConfigurableResource):
     warmup_ratio: float = 0.1
     max_length: int = 320
 
-    def train_config(self, seed: int) -> TrainConfig:
+    def train_config(self, seed: int, epochs: float | None = None) -> TrainConfig:
         return TrainConfig(
-            epochs=self.epochs,
+            epochs=epochs or self.epochs,
             max_steps=self.max_steps or None,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
