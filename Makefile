@@ -26,6 +26,7 @@ demo: setup
 	$(VENV)/bin/restem demo
 
 test: setup sandbox
+	mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pytest
 
 lint: setup

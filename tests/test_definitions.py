@@ -1,5 +1,6 @@
 """The Definitions load, and the lineage is exactly the ReST-EM loop unrolled per iteration."""
 
+import os
 import subprocess
 import sys
 
@@ -53,10 +54,12 @@ def test_iterations_setting(monkeypatch):
         iterations_from_env()
 
 
-def test_workspace_yaml_loads_the_definitions():
+def test_workspace_yaml_loads_the_definitions(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
