@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup system sandbox demo test lint dev bench
+.PHONY: setup system sandbox browser demo test lint dev bench
 
 setup: $(VENV)/.restem-installed
 
@@ -21,18 +21,25 @@ system:  # Docker engine for the code sandbox (root; apt-get + dockerd)
 sandbox: setup system
 	$(VENV)/bin/restem sandbox build
 
-demo: setup
+browser:  # headless Chromium for the UI test (root; apt-get install chromium when missing)
+	bash scripts/setup_browser.sh
+
+$(DAGSTER_HOME)/dagster.yaml:  # instance settings (concurrency pools): copied once, an edited copy is kept
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup $(DAGSTER_HOME)/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/restem demo
 
-test: setup sandbox
+test: setup sandbox browser
 	mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
-dev: setup
+dev: setup $(DAGSTER_HOME)/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/dagster dev -w workspace.yaml
 

@@ -12,6 +12,7 @@ from restem_pipeline.stages import human_solution_rows
 
 @dg.asset(
     key=dg.AssetKey(["baselines", "base_eval_report"]),
+    pool="restem_gpu",
     deps=[base_model, problem_set],
     partitions_def=problem_sets,
     group_name="baselines",
@@ -30,6 +31,7 @@ def base_eval_report(
 
 @dg.asset(
     key=dg.AssetKey(["baselines", "sft_baseline"]),
+    pool="restem_gpu",
     deps=[base_model, problem_set],
     partitions_def=problem_sets,
     group_name="baselines",
@@ -52,6 +54,7 @@ def sft_baseline(
 
 @dg.asset(
     key=dg.AssetKey(["baselines", "sft_eval_report"]),
+    pool="restem_gpu",
     deps=[sft_baseline, problem_set],
     partitions_def=problem_sets,
     group_name="baselines",

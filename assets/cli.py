@@ -14,13 +14,15 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.samples_per_problem:
         overrides["samples_per_problem"] = args.samples_per_problem
     iterations = args.iterations or iterations_from_env()
-    out = run_demo(args.problem_set, iterations, args.data_root, overrides)
+    out = run_demo(args.problem_set, iterations, args.data_root, overrides, distill=args.distill)
     k = overrides.get("eval_k", 8)
     print(
         f"\nrestem demo: problem set {args.problem_set!r}, {iterations} ReST-EM iterations, "
         f"{out['wall_seconds'] / 60:.1f} min"
     )
     print(comparison_table(out["stages"], k))
+    for w in out["warnings"]:
+        print(f"warning: {w}")
     print('\nQuery every sample: restem sql "SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL"')
     return 0
 
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--samples-per-problem", type=int, default=None, help="N in the E-step")
     p_demo.add_argument("--data-root", default=None, help="default $RESTEM_DATA_ROOT or ./data")
     p_demo.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole graph")
+    p_demo.add_argument(
+        "--distill", action="store_true", help="also the distillation variant: a bigger teacher, the base as student"
+    )
     p_demo.set_defaults(func=demo_command)
     add_core_commands(sub)
     return parser

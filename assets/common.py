@@ -66,13 +66,24 @@ def fine_tune_result(
     stage: str,
     seed: int,
     epochs: float | None = None,
+    init_from: str | None = None,
+    init_mode: str = "base",
 ) -> dg.MaterializeResult:
-    """Fine-tune the base model on ``rows`` into ``models/<set>/<stage>`` and report it."""
+    """Fine-tune ``init_from`` (default: the base model) on ``rows`` into ``models/<set>/<stage>``; report it.
+
+    ``init_mode`` says what ``init_from`` is: ``base`` (ReST-EM, SFT) or ``previous`` (ReST: the
+    previous iteration's checkpoint). Both are recorded in the metadata.
+    """
     name = context.partition_key
-    base = base_model_path(storage, experiment, name)
+    init = init_from or base_model_path(storage, experiment, name)
     out = storage.root().model_dir(name, stage)
+    context.log.info(f"fine-tuning {stage} from {init} ({init_mode})")
+
+    def log_validation(step: int, loss: float) -> None:
+        context.log.info(f"fine-tuning {stage}: validation loss {loss:.4f} at step {step}")
+
     stats = fine_tune(
-        base,
+        init,
         load_problems(storage, name),
         rows,
         out,
@@ -80,15 +91,30 @@ def fine_tune_result(
         experiment.few_shot,
         progress_logger(context, f"fine-tuning {stage}"),
         trainer.device,
+        validation_fraction=trainer.validation_fraction,
+        on_validation=log_validation,
     )
+    validation = {}
+    if stats.val_loss_history:
+        validation = {
+            "val_loss": stats.final_val_loss,
+            "val_loss_history": dg.MetadataValue.json([[s, v] for s, v in stats.val_loss_history]),
+        }
     return dg.MaterializeResult(
         metadata={
-            "init_from": base,
+            "init_from": init,
+            "init_mode": init_mode,
             "examples": len(rows),
             "steps": stats.steps,
             "tokens": stats.tokens,
+            "target_tokens": stats.target_tokens,
+            "tokens_per_s": stats.tokens_per_s,
+            "dtype": stats.dtype,
+            "packing": stats.packing,
+            "oom_splits": stats.oom_splits,
             "first_loss": stats.first_loss,
             "final_loss": stats.final_loss,
+            **validation,
             "path": dg.MetadataValue.path(str(out)),
         }
     )

@@ -6,6 +6,7 @@ the UI that ``dagster dev`` serves afterwards. The code path is the one the UI u
 """
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,12 @@ QUICK = {
 
 
 def ensure_instance() -> dg.DagsterInstance:
-    home = os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve()))
-    Path(home).mkdir(parents=True, exist_ok=True)
+    """The instance in ``$DAGSTER_HOME``; a new home gets the repo's dagster.yaml (concurrency pools)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    shipped = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and shipped.is_file():
+        shutil.copyfile(shipped, home / "dagster.yaml")
     return dg.DagsterInstance.get()
 
 
@@ -47,11 +52,15 @@ def run_demo(
     overrides: dict,
     instance: dg.DagsterInstance | None = None,
     show_progress: bool = True,
+    distill: bool = False,
 ) -> dict:
-    """Materialize everything for ``problem_set``; return {stage: metrics} from the reports."""
+    """Materialize everything for ``problem_set``; return {stage: metrics} from the reports.
+
+    ``distill`` adds the ``distillation`` group (a bigger teacher pretrained here, then the student).
+    """
     instance = instance or ensure_instance()
     instance.add_dynamic_partitions("problem_set", [problem_set])
-    assets = all_assets(iterations)
+    assets = all_assets(iterations, distill)
     checks = all_checks(iterations)
     resources = {
         **default_resources(),
@@ -59,6 +68,7 @@ def run_demo(
         "experiment": ExperimentResource(**overrides),
     }
     keys = ordered_keys(assets)
+    warnings: list[str] = []
     t0 = time.perf_counter()
     bar = tqdm(keys, desc="restem demo", unit="asset", file=sys.stderr, disable=not show_progress)
     for key in bar:
@@ -73,12 +83,19 @@ def run_demo(
             raise_on_error=True,
         )
         for ev in result.get_asset_check_evaluations():
-            if not ev.passed:
-                raise RuntimeError(f"asset check {ev.check_name} failed on {key.to_user_string()}: {ev.metadata}")
+            if ev.passed:
+                continue
+            where = f"asset check {ev.check_name} on {key.to_user_string()}"
+            if ev.severity == dg.AssetCheckSeverity.ERROR:
+                raise RuntimeError(f"{where} failed: {ev.metadata}")
+            warnings.append(f"{where} warns: {ev.description or ''} {ev.metadata}")
+            bar.write(f"warning: {warnings[-1]}")
     wall = time.perf_counter() - t0
     root = DataRoot(data_root or None)
     stages = ["base", "sft"] + [f"iter_{t}" for t in range(1, iterations + 1)]
-    return {"wall_seconds": wall, "stages": {s: read_metrics(root, problem_set, s) for s in stages}}
+    stages += ["teacher", "distill"] if distill else []
+    metrics = {s: read_metrics(root, problem_set, s) for s in stages}
+    return {"wall_seconds": wall, "warnings": warnings, "stages": metrics}
 
 
 def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:

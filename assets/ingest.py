@@ -12,16 +12,22 @@ from restem_pipeline import problems as loaders
 from restem_pipeline.modeling import load_tokenizer
 from restem_pipeline.schema import Problem
 from restem_pipeline.stages import build_base_model, problems_frame
+from restem_pipeline.watch import find_problem_set_file
 
 
 def resolve_problem_set(name: str, storage: StorageResource, experiment: ExperimentResource) -> loaders.LoadReport:
-    """A built-in set by name, or ``<data root>/problem_sets/<name>.jsonl`` in any supported format."""
+    """A built-in set by name, or ``<data root>/problem_sets/<name>.jsonl`` (or ``.jsonl.gz``) in any
+    supported format: the file ``problem_set_sensor`` watches."""
     if name in loaders.BUILTIN_SETS:
         sizes = (experiment.arith_train, experiment.arith_validation, experiment.arith_test)
         return loaders.load_builtin(name, seed=experiment.seed, arith_sizes=sizes)
-    path = storage.root().root / "problem_sets" / f"{name}.jsonl"
-    if not path.exists():
-        raise dg.Failure(f"problem set {name!r}: not built in ({', '.join(loaders.BUILTIN_SETS)}) and no file {path}")
+    folder = storage.root().root / "problem_sets"
+    path = find_problem_set_file(folder, name)
+    if path is None:
+        raise dg.Failure(
+            f"problem set {name!r}: not built in ({', '.join(loaders.BUILTIN_SETS)}) "
+            f"and no file {folder / name}.jsonl (or .jsonl.gz)"
+        )
     report = loaders.load_jsonl_auto(path)
     report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.seed)
     return report
@@ -76,6 +82,7 @@ def _md(df: pl.DataFrame) -> str:
 @dg.asset(
     partitions_def=problem_sets,
     group_name="inputs",
+    pool="restem_gpu",
     kinds={"pytorch", "huggingface"},
     deps=[problem_set],
     description="The base model every ReST-EM iteration fine-tunes from: the embedded tiny Llama "

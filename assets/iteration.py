@@ -3,7 +3,8 @@
     iter_t/raw_samples      <- iter_{t-1}/checkpoint (base_model for t = 1), problem_set
     iter_t/verified_samples <- iter_t/raw_samples, problem_set
     iter_t/training_set     <- iter_t/verified_samples
-    iter_t/checkpoint       <- iter_t/training_set, base_model   (ReST-EM: always from the base)
+    iter_t/checkpoint       <- iter_t/training_set, base_model   (ReST-EM: always from the base;
+                               iter_{t-1}/checkpoint instead with init_from="previous", i.e. ReST)
     iter_t/eval_report      <- iter_t/checkpoint, problem_set
 
 Dagster rejects cycles and self-dependencies across non-time partitions, so each iteration gets
@@ -26,21 +27,32 @@ from assets.partitions import problem_sets
 from assets.reports import evaluation_result, status_counts
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource
 from restem_pipeline.prompts import template_for
-from restem_pipeline.stages import cap_samples, draw_samples, verify_samples
+from restem_pipeline.shards import remove_shard_dir
+from restem_pipeline.stages import cap_samples, draw_samples_resumable, verify_samples
 
 
 def iteration_key(t: int, name: str) -> dg.AssetKey:
     return dg.AssetKey([f"iter_{t}", name])
 
 
-def build_iteration(t: int) -> list[dg.AssetsDefinition]:
-    """The five assets of EM iteration ``t`` (1-based)."""
+INIT_MODES = ("base", "previous")
+
+
+def build_iteration(t: int, init_from: str = "base") -> list[dg.AssetsDefinition]:
+    """The five assets of EM iteration ``t`` (1-based).
+
+    ``init_from``: what the M-step fine-tunes: ``base`` (ReST-EM, the paper's choice) or ``previous``
+    (ReST: checkpoint t-1, the base for t = 1). It is in the graph: the checkpoint's dependency says which.
+    """
+    if init_from not in INIT_MODES:
+        raise ValueError(f"init_from must be one of {', '.join(INIT_MODES)}, got {init_from!r}")
     stage = f"iter_{t}"
     group = f"iteration_{t}"
     policy_dep = base_model.key if t == 1 else iteration_key(t - 1, "checkpoint")
 
     @dg.asset(
         key=iteration_key(t, "raw_samples"),
+        pool="restem_gpu",
         deps=[policy_dep, problem_set.key],
         group_name=group,
         partitions_def=problem_sets,
@@ -61,15 +73,30 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
         params = experiment.e_step_params(t)
         smp = sampler.sampler(model, stop=template_for(train[0], experiment.few_shot).stop)
         context.log.info(f"sampling {params.n} x {len(train)} problems from {model}")
-        df = draw_samples(
-            smp, train, params, name, stage, model, experiment.few_shot, progress_logger(context, "sampling")
+        shard_dir = root.shard_dir("raw_samples", name, stage)
+        df, shards = draw_samples_resumable(
+            smp,
+            train,
+            params,
+            name,
+            stage,
+            model,
+            shard_dir,
+            experiment.shard_size,
+            experiment.few_shot,
+            progress_logger(context, "sampling"),
+            context.log.info,
         )
         path = root.write_table(df, "raw_samples", name, stage)
+        remove_shard_dir(shard_dir)  # only once the table is stored: a crash before this resumes from the shards
         return dg.MaterializeResult(
             metadata={
                 "samples": len(df),
                 "problems": len(train),
                 "samples_per_problem": params.n,
+                "shards": shards.total,
+                "shards_resumed": shards.resumed,
+                "shards_redone": len(shards.redone),
                 "finished_fraction": float(df["finished"].mean()),
                 "mean_tokens": float(df["num_tokens"].mean()),
                 "policy_model": model,
@@ -79,6 +106,7 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=iteration_key(t, "verified_samples"),
+        pool="restem_sandbox",
         deps=[raw_samples, problem_set.key],
         group_name=group,
         partitions_def=problem_sets,
@@ -165,13 +193,18 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
             }
         )
 
+    continues = init_from == "previous" and t > 1  # ReST: fine-tune checkpoint t-1, not the base
+
     @dg.asset(
         key=iteration_key(t, "checkpoint"),
-        deps=[training_set, base_model.key, problem_set.key],
+        pool="restem_gpu",
+        deps=[training_set, iteration_key(t - 1, "checkpoint") if continues else base_model.key, problem_set.key],
         group_name=group,
         partitions_def=problem_sets,
         kinds={"pytorch", "huggingface"},
-        description=f"M-step {t}: fine-tune the BASE model (not checkpoint {t - 1}) on training set {t}.",
+        description=f"M-step {t}: fine-tune checkpoint {t - 1} (ReST, init_from=previous) on training set {t}."
+        if continues
+        else f"M-step {t}: fine-tune the BASE model (ReST-EM; not checkpoint {t - 1}) on training set {t}.",
     )
     def checkpoint(
         context: dg.AssetExecutionContext,
@@ -184,10 +217,14 @@ def build_iteration(t: int) -> list[dg.AssetsDefinition]:
         rows = root.read_table("training_set", name, stage)
         if rows.is_empty():
             raise dg.Failure(f"training set {stage} of {name} is empty: no sample was verified correct")
-        return fine_tune_result(context, storage, experiment, trainer, rows, stage, experiment.seed + t)
+        init = stage_model_path(root, name, f"iter_{t - 1}") if continues else None  # None: the base model
+        return fine_tune_result(
+            context, storage, experiment, trainer, rows, stage, experiment.seed + t, init_from=init, init_mode=init_from
+        )
 
     @dg.asset(
         key=iteration_key(t, "eval_report"),
+        pool="restem_gpu",
         deps=[checkpoint, problem_set.key],
         group_name=group,
         partitions_def=problem_sets,

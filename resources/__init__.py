@@ -3,8 +3,17 @@
 Settings are read when a resource is built (or first used in a run), never at import.
 """
 
+from resources.checks import ChecksResource
+from resources.distill import DistillResource
 from resources.experiment import ExperimentResource
 from resources.models import SamplerResource, TrainerResource
 from resources.storage import StorageResource
 
-__all__ = ["ExperimentResource", "SamplerResource", "StorageResource", "TrainerResource"]
+__all__ = [
+    "ChecksResource",
+    "DistillResource",
+    "ExperimentResource",
+    "SamplerResource",
+    "StorageResource",
+    "TrainerResource",
+]

@@ -18,6 +18,11 @@ class ExperimentResource(dg.ConfigurableResource):
         description="'embedded' (tiny Llama built here), or a Hugging Face model id / local path of any causal LM",
     )
     samples_per_problem: int = Field(default=8, description="N in the E-step (paper: 32 MATH, 64 APPS)")
+    shard_size: int = Field(
+        default=64,
+        description="E-step problems per committed shard, the unit of resume: a killed run loses at most "
+        "the shard in progress; committed shards are reused",
+    )
     max_per_problem: int = Field(default=10, description="cap on correct samples kept per problem")
     temperature: float = 0.7
     top_k: int = 40
@@ -46,6 +51,7 @@ class ExperimentResource(dg.ConfigurableResource):
     def _check(self) -> "ExperimentResource":
         positive = (
             "samples_per_problem",
+            "shard_size",
             "max_per_problem",
             "top_k",
             "max_new_tokens",

@@ -3,7 +3,7 @@
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from restem_pipeline.sampling import Sampler, TransformersSampler
 from restem_pipeline.training import TrainConfig
@@ -17,6 +17,8 @@ class SamplerResource(dg.ConfigurableResource):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: int = Field(default=256, description="sequences per generate() call")
     tensor_parallel_size: int = Field(default=1, description="vLLM: GPUs to shard the model over")
+    gpu_memory_utilization: float = Field(default=0.85, description="vLLM: fraction of GPU memory it may take")
+    max_model_len: int = Field(default=0, description="vLLM: context length; 0 = the model's own")
 
     @field_validator("batch_size", "tensor_parallel_size")
     @classmethod
@@ -25,26 +27,101 @@ class SamplerResource(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {v}")
+        return v
+
+    @field_validator("max_model_len")
+    @classmethod
+    def _non_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"max_model_len must be >= 0 (0 = the model's own), got {v}")
+        return v
+
     def sampler(self, model_path: str, stop: tuple[str, ...] = ()) -> Sampler:
         if self.backend == "vllm":
             from restem_pipeline.sampling_vllm import VLLMSampler
 
-            return VLLMSampler(model_path, tensor_parallel_size=self.tensor_parallel_size, stop=stop)
+            return VLLMSampler(  # raises VLLMNotInstalled, naming what to install, where vllm is absent
+                model_path,
+                tensor_parallel_size=self.tensor_parallel_size,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                dtype=self.dtype,
+                max_model_len=self.max_model_len or None,
+                stop=stop,
+            )
         return TransformersSampler(
             model_path, device=self.device, dtype=self.dtype, batch_size=self.batch_size, stop=stop
         )
 
 
 class TrainerResource(dg.ConfigurableResource):
-    """Fine-tuning settings for the M-step and the SFT baseline (loss on solution tokens only)."""
+    """Fine-tuning settings for the M-step and the SFT baseline (loss on solution tokens only).
+
+    By default examples are packed (no padding computed) and, on a CPU with native bf16, run under
+    bf16 autocast with fp32 master weights; see ``restem_pipeline.training``. ``validation_fraction``
+    holds out that fraction of the training set's *problems* (every row of each, never trained on) and
+    reports their loss: for an M-step, held-out correct samples of the model itself, the text it is
+    trained on; for SFT, held-out human solutions. Off by default, since it trains on fewer problems.
+    """
 
     device: str = "cpu"
     epochs: float = 3.0
     max_steps: int = Field(default=0, description="0 means: run `epochs` epochs")
-    batch_size: int = 32
-    learning_rate: float = Field(default=2e-4, description="peak; linear warm-up then cosine decay")
+    batch_size: int = Field(default=32, description="examples per optimizer step")
+    learning_rate: float = Field(default=2e-4, description="peak; linear warm-up, then `lr_schedule`")
     warmup_ratio: float = 0.1
-    max_length: int = 320
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        default="cosine", description="after warm-up: cosine or linear decay to 10% of the peak, or constant"
+    )
+    max_length: int = Field(default=320, description="tokens per example (prompt + solution); longer are cut")
+    packing: bool = Field(default=True, description="pack examples into rows instead of padding them")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="autocast dtype; auto = bf16 where the CPU/GPU has native bf16, else fp32"
+    )
+    grad_accum_steps: int = Field(default=1, description="micro-batches per optimizer step (at least)")
+    max_tokens_per_micro_batch: int = Field(
+        default=16384, description="token budget of one forward pass; halved automatically on out-of-memory"
+    )
+    eval_every: int = Field(default=0, description="validation loss every N steps (0: only at the end)")
+    validation_fraction: float = Field(
+        default=0.0, description="fraction of the training set's problems held out for a validation loss"
+    )
+
+    @field_validator("batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length")
+    @classmethod
+    def _trainer_positive(cls, v: int, info) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("max_steps", "eval_every")
+    @classmethod
+    def _trainer_non_negative(cls, v: int, info) -> int:
+        if v < 0:
+            raise ValueError(f"{info.field_name} must be >= 0, got {v}")
+        return v
+
+    @field_validator("validation_fraction")
+    @classmethod
+    def _trainer_fraction(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _trainer_consistent(self) -> "TrainerResource":
+        if self.grad_accum_steps > self.batch_size:
+            raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be <= batch_size ({self.batch_size})")
+        if self.max_tokens_per_micro_batch < self.max_length:
+            raise ValueError(
+                f"max_tokens_per_micro_batch ({self.max_tokens_per_micro_batch}) must be >= max_length "
+                f"({self.max_length})"
+            )
+        return self
 
     def train_config(self, seed: int, epochs: float | None = None) -> TrainConfig:
         return TrainConfig(
@@ -53,6 +130,12 @@ class TrainerResource(dg.ConfigurableResource):
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             warmup_ratio=self.warmup_ratio,
+            lr_schedule=self.lr_schedule,
             max_length=self.max_length,
             seed=seed,
+            packing=self.packing,
+            dtype=self.dtype,
+            grad_accum_steps=self.grad_accum_steps,
+            max_tokens_per_micro_batch=self.max_tokens_per_micro_batch,
+            eval_every=self.eval_every,
         )

@@ -64,6 +64,12 @@ class Sampler(Protocol):
         ...
 
 
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` cut before the earliest stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop) if i != -1]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
 def batch_seed(seed: int, batch_index: int) -> int:
     digest = hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -85,8 +91,7 @@ class TransformersSampler:
         self.device, self.batch_size, self.stop = device, batch_size, stop
 
     def _truncate(self, text: str) -> tuple[str, bool]:
-        cuts = [i for i in (text.find(s) for s in self.stop) if i != -1]
-        return (text[: min(cuts)], True) if cuts else (text, False)
+        return truncate_at_stop(text, self.stop)
 
     @torch.inference_mode()
     def generate(

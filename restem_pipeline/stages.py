@@ -2,8 +2,10 @@
 
 E-step: ``draw_samples`` (N completions per train problem from the previous model) ->
 ``verify_samples`` (binary reward with a status) -> ``cap_samples`` (correct only, at most
-``cap`` per problem, seeded; what was dropped and why is kept). M-step: ``fine_tune`` (always from
-the base model, loss on completion tokens). ``build_base_model`` pretrains the embedded tiny Llama.
+``cap`` per problem, seeded; what was dropped and why is kept). ``draw_samples_resumable`` is the
+E-step in committed shards (``shards``): a killed run resumes and every sample id ends up exactly
+once. M-step: ``fine_tune`` (from the base model, or the previous checkpoint for ReST; loss on
+completion tokens). ``build_base_model`` pretrains the embedded tiny Llama.
 Each takes and returns polars frames; storage and reporting are the caller's.
 """
 
@@ -13,12 +15,12 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 
-from restem_pipeline import arith
+from restem_pipeline import arith, shards
 from restem_pipeline.modeling import (
     TinyLlamaSpec,
     count_parameters,
@@ -31,7 +33,14 @@ from restem_pipeline.prompts import template_for
 from restem_pipeline.rewards import verdicts_for
 from restem_pipeline.sampling import Sampler, SamplingParams
 from restem_pipeline.schema import Problem
-from restem_pipeline.training import TrainConfig, TrainStats, save_checkpoint, tokenize_pairs, train_causal_lm
+from restem_pipeline.training import (
+    TrainConfig,
+    TrainStats,
+    held_out_mask,
+    save_checkpoint,
+    tokenize_pairs,
+    train_causal_lm,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -46,6 +55,9 @@ RAW_SCHEMA = {
     "model": pl.String,
     "seed": pl.Int64,
 }
+
+
+SAMPLE_ID_SCHEME = "sha1(f'{problem_set}|{stage}|{problem_id}|{index}')[:16]"
 
 
 def sample_id(problem_set: str, stage: str, problem_id: str, index: int) -> str:
@@ -106,6 +118,8 @@ def build_base_model(
         "vocab_size": len(tokenizer),
         "steps": stats.steps,
         "tokens": stats.tokens,
+        "tokens_per_s": stats.tokens_per_s,
+        "dtype": stats.dtype,
         "first_loss": stats.first_loss,
         "final_loss": stats.final_loss,
         "seconds": time.perf_counter() - t0,
@@ -141,6 +155,81 @@ def draw_samples(
         for j, c in enumerate(row)
     ]
     return pl.DataFrame(rows, schema=RAW_SCHEMA)
+
+
+def sampling_fingerprint(
+    problems: list[Problem],
+    params: SamplingParams,
+    problem_set: str,
+    stage: str,
+    model_name: str,
+    shard_size: int,
+    few_shot: bool,
+) -> dict:
+    """What E-step shards belong to: any change here means old shards are discarded, never mixed in.
+
+    The sampler's backend is not part of it: shards from two backends are samples of the same model
+    with the same settings, so a run resumed on another backend stays exactly-once (not bit-identical).
+    """
+    ordered = sorted(problems, key=lambda p: p.id)
+    rendered = (f"{p.id}\x1f{p.level}\x1f{template_for(p, few_shot).render(p.prompt)}" for p in ordered)
+    return {
+        "table": "raw_samples",
+        "problem_set": problem_set,
+        "stage": stage,
+        "sampling": asdict(params),
+        "shard_size": shard_size,
+        "shard_seed_scheme": shards.SHARD_SEED_SCHEME,
+        "problems": {"count": len(ordered), "ids_sha256": shards.digest_of(p.id for p in ordered)},
+        "prompts_sha256": shards.digest_of(rendered),
+        "few_shot": few_shot,
+        "model": {"name": model_name, **shards.model_identity(model_name)},
+        "sample_id_scheme": SAMPLE_ID_SCHEME,
+        "sample_id_probe": sample_id(problem_set, stage, "probe", 0),
+        "schema": {k: str(v) for k, v in RAW_SCHEMA.items()},
+    }
+
+
+def draw_samples_resumable(
+    sampler: Sampler,
+    problems: list[Problem],
+    params: SamplingParams,
+    problem_set: str,
+    stage: str,
+    model_name: str,
+    shard_dir: str | Path,
+    shard_size: int = 64,
+    few_shot: bool = True,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, shards.ShardStats]:
+    """``draw_samples`` in shards of ``shard_size`` problems committed under ``shard_dir``: (frame, stats).
+
+    Shard ``i`` is sampled with seed ``shard_seed(params.seed, i)`` (its rows' ``seed``), so a resumed
+    run returns the same table as an uninterrupted one. The result is checked exactly-once; the caller
+    stores it, then calls ``shards.remove_shard_dir(shard_dir)``.
+    """
+    by_id = {p.id: p for p in problems}
+    plan = shards.plan_shards([p.id for p in problems], shard_size, params.seed)
+    fingerprint = sampling_fingerprint(problems, params, problem_set, stage, model_name, shard_size, few_shot)
+
+    def sample_shard(shard: shards.Shard, prog: Progress | None) -> pl.DataFrame:
+        batch = [by_id[i] for i in shard.problem_ids]
+        return draw_samples(
+            sampler, batch, replace(params, seed=shard.seed), problem_set, stage, model_name, few_shot, prog
+        )
+
+    return shards.run_shards(
+        shard_dir,
+        fingerprint,
+        plan,
+        params.n,
+        lambda pid, j: sample_id(problem_set, stage, pid, j),
+        sample_shard,
+        RAW_SCHEMA,
+        progress,
+        log,
+    )
 
 
 def verify_samples(
@@ -213,13 +302,28 @@ def fine_tune(
     few_shot: bool = True,
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
+    validation_fraction: float = 0.0,
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> TrainStats:
-    """Fine-tune the model at ``init_from`` (the base, for ReST-EM) on ``rows`` and save it."""
+    """Fine-tune the model at ``init_from`` on ``rows`` and save it.
+
+    ``init_from`` is the base for ReST-EM, the previous checkpoint for ReST. With
+    ``validation_fraction`` > 0, that fraction of the *problems* in ``rows`` (all their rows, seeded by
+    ``cfg.seed``) is held out of training and its loss is reported every ``cfg.eval_every`` steps and at
+    the end: a held-out loss on the same kind of text as the training rows, on problems never trained on.
+    """
     tokenizer = load_tokenizer(init_from)
     model = load_model(init_from, device=device)
-    prompts, targets = training_pairs(problems, rows, "completion", few_shot)
+    held = held_out_mask(rows["problem_id"].to_list(), validation_fraction, cfg.seed)
+    val_rows = rows.filter(pl.Series(held, dtype=pl.Boolean))
+    train_rows = rows.filter(~pl.Series(held, dtype=pl.Boolean))
+    prompts, targets = training_pairs(problems, train_rows, "completion", few_shot)
     examples = tokenize_pairs(tokenizer, prompts, targets, cfg.max_length)
-    stats = train_causal_lm(model, tokenizer, examples, cfg, progress)
+    validation = None
+    if len(val_rows):
+        v_prompts, v_targets = training_pairs(problems, val_rows, "completion", few_shot)
+        validation = tokenize_pairs(tokenizer, v_prompts, v_targets, cfg.max_length)
+    stats = train_causal_lm(model, tokenizer, examples, cfg, progress, validation, on_validation)
     save_checkpoint(model, tokenizer, out_dir)
     return stats
 

@@ -6,6 +6,7 @@ Layout (``$RESTEM_DATA_ROOT``, default ``./data``)::
     models/base/                                    # the base model (HF format)
     models/<problem_set>/<stage>/                   # sft, iter_1, iter_2, ... checkpoints
     reports/<problem_set>/<stage>.{json,md}         # evaluation reports
+    shards/<table>/<problem_set>/<stage>/           # a stage's committed shards while it runs (resume)
 
 Every row carries ``problem_set`` and ``stage`` columns, so ``restem sql`` can query one view per
 table across all problem sets and iterations. Writes go to a temporary file then ``os.replace``, so
@@ -66,6 +67,12 @@ class DataRoot:
             return self.root / "models" / check_name("stage", stage)
         return self.root / "models" / check_name("problem set", problem_set) / check_name("stage", stage)
 
+    def shard_dir(self, table: str, problem_set: str, stage: str) -> Path:
+        """Where a stage's committed shards live until its table is stored (see ``shards``)."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLES)}")
+        return self.root / "shards" / table / check_name("problem set", problem_set) / check_name("stage", stage)
+
     def report_path(self, problem_set: str, stage: str, suffix: str) -> Path:
         return self.root / "reports" / check_name("problem set", problem_set) / f"{stage}{suffix}"
 
@@ -93,6 +100,8 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     os.close(fd)
     try:
         df.write_parquet(tmp, compression="zstd")
+        with open(tmp, "rb") as f:  # durable before it replaces the old table (and before shards are removed)
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,36 +1,87 @@
-"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs, loss on completion tokens.
+"""Supervised fine-tuning of a causal LM on (prompt, completion) pairs, loss on completion tokens only.
 
-Used for all three trainings in restem: pretraining the embedded base model on worked problems,
-the SFT baseline on human solutions, and every ReST-EM M-step (always starting from the base).
-Batches group examples of similar length to cut padding; AdamW with linear warm-up and cosine
-decay; gradient clipping; fixed seed. Checkpoints are saved with ``save_pretrained``.
-Not covered: multi-GPU, sequence packing, resumable training (see README, "Scaling out").
+Used for all three trainings in restem: pretraining the embedded base model, the SFT baseline, and
+every ReST-EM M-step. One optimizer step sees ``batch_size`` examples; its loss is the mean over
+their completion tokens, however the step is cut up:
+
+- **packing** (default): uniformly shuffled batches, packed into rows (position ids restart per
+  example, attention stays inside each example; see ``batching`` and ``packed_attention``) so padding is
+  not computed; ``packing=False`` uses length-grouped padded rows. For the same examples both give the
+  same loss and gradient.
+- **micro-batches** (``micro_steps``): ``grad_accum_steps`` parts, each cut further to at most
+  ``max_tokens_per_micro_batch`` cells (rows x width, padding included); gradients are summed and
+  normalised by the step's real target tokens, not by the number of micro-batches. A micro-batch that
+  runs out of memory is split in two and retried, no step lost; one example that cannot fit raises an
+  error naming ``max_length`` and ``max_tokens_per_micro_batch``.
+- **dtype**: ``auto`` runs forward under bf16 autocast where the hardware has native bf16 (CPU flags
+  ``amx_bf16``/``avx512_bf16``, or a bf16 GPU), fp32 elsewhere; master weights and the loss stay fp32.
+- AdamW, warm-up then ``cosine``/``linear`` decay to 10% of the peak or ``constant``; gradient clipping;
+  fixed seed; optional validation loss every ``eval_every`` steps and at the end.
+
+Throughput (``TrainStats.tokens_per_s``) counts *real input tokens*: every non-padding token fed to the
+model, prompt tokens included (they cost compute), padding excluded; validation time is not counted.
+Not covered: multi-GPU, resumable training, chunked cross-entropy for very large vocabularies.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-IGNORE_INDEX = -100
+from restem_pipeline.batching import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    length_grouped_batches,
+    micro_batch,
+    shuffled_batches,
+    target_count,
+    tokenize_pairs,
+)
+from restem_pipeline.micro_steps import StepLayout, StepRunner
+from restem_pipeline.packed_attention import packed_attention
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TrainConfig",
+    "TrainStats",
+    "collate",
+    "evaluate_loss",
+    "held_out_mask",
+    "lr_at",
+    "save_checkpoint",
+    "tokenize_pairs",
+    "train_causal_lm",
+]
+
+LR_SCHEDULES = ("cosine", "linear", "constant")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 2.0
     max_steps: int | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # examples per optimizer step
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
+    lr_schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
     max_grad_norm: float = 1.0
     max_length: int = 320
     seed: int = 0
+    packing: bool = True
+    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast; weights stay fp32)
+    grad_accum_steps: int = 1
+    max_tokens_per_micro_batch: int = 16384
+    eval_every: int = 0  # 0: validation loss only at the end (when validation examples are given)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -43,14 +94,48 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.max_length <= 1:
+            raise ValueError(f"max_length must be > 1, got {self.max_length}")
+        if not 1 <= self.grad_accum_steps <= self.batch_size:
+            raise ValueError(
+                f"grad_accum_steps must be in 1..batch_size ({self.batch_size}), got {self.grad_accum_steps}"
+            )
+        if self.max_tokens_per_micro_batch < self.max_length:
+            raise ValueError(
+                f"max_tokens_per_micro_batch ({self.max_tokens_per_micro_batch}) must be >= max_length "
+                f"({self.max_length}): one example of max_length tokens must fit in a micro-batch"
+            )
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+
+    def step_layout(self) -> StepLayout:
+        return StepLayout(
+            self.packing, self.grad_accum_steps, self.max_tokens_per_micro_batch, self.max_length, self.dtype
+        )
 
 
 @dataclass
 class TrainStats:
     steps: int = 0
     examples: int = 0
-    tokens: int = 0
+    tokens: int = 0  # real input tokens (prompt + completion, no padding)
+    target_tokens: int = 0  # completion tokens the loss is taken over
+    computed_tokens: int = 0  # positions computed, padding included
+    micro_batches: int = 0
+    oom_splits: int = 0
+    seconds: float = 0.0  # training time, validation excluded
+    dtype: str = "float32"
+    packing: bool = True
+    varlen_attention: bool = False  # packed rows attended per example (packed_attention)
+    skipped_examples: int = 0  # no completion token left after truncation
     loss_history: list[float] = field(default_factory=list)
+    val_loss_history: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def first_loss(self) -> float:
@@ -61,101 +146,161 @@ class TrainStats:
         tail = self.loss_history[-max(1, len(self.loss_history) // 10) :]
         return sum(tail) / len(tail) if tail else float("nan")
 
+    @property
+    def final_val_loss(self) -> float:
+        return self.val_loss_history[-1][1] if self.val_loss_history else float("nan")
 
-def tokenize_pairs(
-    tokenizer, prompts: list[str], completions: list[str], max_length: int
-) -> list[tuple[list[int], int]]:
-    """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, truncated at max_length."""
-    if len(prompts) != len(completions):
-        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    out = []
-    for p, c in zip(p_ids, c_ids, strict=True):
-        ids = (bos + p + c + [tokenizer.eos_token_id])[:max_length]
-        out.append((ids, len(bos) + len(p)))
-    return out
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of indices whose lengths are close (sorted within chunks of 50 batches)."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lengths.__getitem__)
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (ids, prompt_len) in enumerate(examples):  # right padding for training
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-        mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: int, schedule: str = "cosine") -> float:
+    """Learning rate at 0-based ``step``: linear warm-up to ``peak``, then decay to 10% of it (or constant)."""
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
     progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    if schedule == "linear":
+        return peak * (1.0 - 0.9 * progress)
+    if schedule == "cosine":
+        return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+
+
+def held_out_mask(groups: list[str], fraction: float, seed: int) -> list[bool]:
+    """True for rows whose group (e.g. problem id) is held out: a seeded ``fraction`` of the distinct groups.
+
+    Whole groups are held out, so validation never sees a problem that training saw; at least one group
+    when ``fraction > 0`` and there are two or more, never all of them.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
+    distinct = sorted(set(groups))
+    if fraction == 0 or len(distinct) < 2:
+        return [False] * len(groups)
+    n = min(len(distinct) - 1, max(1, round(fraction * len(distinct))))
+    held = set(random.Random(seed).sample(distinct, n))
+    return [g in held for g in groups]
+
+
+def _layout(model, cfg: TrainConfig):
+    """Context for a pass over packed or padded rows; yields whether varlen attention is on."""
+    return packed_attention(model) if cfg.packing else nullcontext(False)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], cfg: TrainConfig, pad_id: int) -> float:
+    """Mean loss per completion token over ``examples`` (no gradient; same layout and dtype as training)."""
+    kept = [i for i, ex in enumerate(examples) if target_count(ex)]
+    if not kept:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    with _layout(model, cfg) as varlen:
+        stepper = StepRunner(model, examples, cfg.step_layout(), pad_id, varlen)
+        for rows in stepper.plan(kept):
+            mb = micro_batch(examples, rows, pad_id, cfg.packing, stepper.pad_to).to(stepper.device)
+            total += float(stepper.loss_sum(mb))
+            n += mb.target_tokens
+    model.train(was_training)
+    return total / n
 
 
 def train_causal_lm(
     model,
     tokenizer,
-    examples: list[tuple[list[int], int]],
+    examples: list[Example],
     cfg: TrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
+    validation: list[Example] | None = None,
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> TrainStats:
-    """Train ``model`` in place; ``progress(step, total_steps, loss)`` is called every step."""
+    """Train ``model`` in place; ``progress(step, total_steps, loss)`` is called every step.
+
+    With ``validation`` examples, their loss is computed every ``cfg.eval_every`` steps and after the
+    last step, recorded in ``val_loss_history`` as (step, loss) and passed to ``on_validation``.
+    """
     if not examples:
         raise ValueError("no training examples: the training set is empty")
+    longest = max(len(ids) for ids, _ in examples)
+    if longest > cfg.max_tokens_per_micro_batch:
+        raise ValueError(
+            f"an example has {longest} tokens, more than max_tokens_per_micro_batch "
+            f"({cfg.max_tokens_per_micro_batch}): raise max_tokens_per_micro_batch or lower max_length"
+        )
+    usable = [i for i, ex in enumerate(examples) if target_count(ex)]
+    if not usable:
+        raise ValueError(f"none of the {len(examples)} examples has a completion token left after truncation")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    lengths = [len(ids) for ids, _ in examples]
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(usable) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = max(1, int(cfg.warmup_ratio * total))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
         betas=(0.9, 0.95),
     )
-    model.train()
-    stats = TrainStats()
-    batches: list[list[int]] = []
-    pad_id = tokenizer.pad_token_id
-    device = next(model.parameters()).device
-    for step in range(total):
-        if not batches:
-            batches = length_grouped_batches(lengths, cfg.batch_size, rng)
-        batch = collate([examples[i] for i in batches.pop()], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg.learning_rate, warmup)
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        stats.steps += 1
-        stats.examples += batch["input_ids"].shape[0]
-        stats.tokens += int(batch["attention_mask"].sum())
-        stats.loss_history.append(float(loss.detach()))
-        if progress:
-            progress(step + 1, total, stats.loss_history[-1])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    lengths = [len(examples[i][0]) for i in usable]
+
+    def epoch_batches() -> list[list[int]]:
+        if cfg.packing:
+            order = shuffled_batches(len(usable), cfg.batch_size, rng)
+        else:
+            order = length_grouped_batches(lengths, cfg.batch_size, rng)
+        return [[usable[j] for j in b] for b in order]
+
+    with _layout(model, cfg) as varlen:
+        stepper = StepRunner(model, examples, cfg.step_layout(), pad_id, varlen)
+        stats = TrainStats(
+            dtype="bfloat16" if stepper.amp is not None else "float32",
+            packing=cfg.packing,
+            varlen_attention=varlen,
+            skipped_examples=len(examples) - len(usable),
+        )
+
+        def validate(step: int) -> None:
+            loss = evaluate_loss(model, validation, cfg, pad_id)
+            stats.val_loss_history.append((step, loss))
+            if on_validation:
+                on_validation(step, loss)
+
+        model.train()
+        totals: dict[str, int] = {}
+        batches: list[list[int]] = []
+        t0 = time.perf_counter()
+        for step in range(total):
+            batches = batches or epoch_batches()
+            batch = batches.pop()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg.learning_rate, warmup, cfg.lr_schedule)
+            loss = stepper.step(batch, totals)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            stats.steps += 1
+            stats.examples += len(batch)
+            stats.target_tokens += sum(target_count(examples[i]) for i in batch)
+            stats.loss_history.append(loss)
+            if progress:
+                progress(step + 1, total, loss)
+            if validation and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+                stats.seconds += time.perf_counter() - t0
+                validate(step + 1)
+                t0 = time.perf_counter()
+        stats.seconds += time.perf_counter() - t0
+        if validation:
+            validate(total)
+    stats.tokens = totals.get("tokens", 0)
+    stats.computed_tokens = totals.get("computed_tokens", 0)
+    stats.micro_batches = totals.get("micro_batches", 0)
+    stats.oom_splits = stepper.oom_splits
     model.eval()
     return stats
 

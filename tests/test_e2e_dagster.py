@@ -59,7 +59,9 @@ def test_run_succeeds_and_checks_pass(run):
     result, *_ = run
     assert result.success
     evals = result.get_asset_check_evaluations()
-    assert len(evals) == 4 and all(e.passed for e in evals)
+    assert len(evals) == 14  # 7 per iteration (assets/checks.py)
+    # every ERROR check passes; not_worse_than_base is a WARN and may fail on a tiny model
+    assert all(e.passed for e in evals if e.severity == dg.AssetCheckSeverity.ERROR)
 
 
 def test_samples_are_conserved_from_raw_to_verified(run):
