@@ -1,21 +1,37 @@
-"""Compute resources: ``SamplerResource`` (transformers on CPU/GPU, or vLLM) and ``TrainerResource``."""
+"""Compute resources: ``SamplerResource`` (restem's engine, transformers or vLLM) and ``TrainerResource``."""
 
+import warnings
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
+from restem_pipeline.engine import CachedSampler, UnsupportedModelError
 from restem_pipeline.sampling import Sampler, TransformersSampler
 from restem_pipeline.training import TrainConfig
 
 
 class SamplerResource(dg.ConfigurableResource):
-    """How completions are generated. ``backend='vllm'`` needs the ``vllm`` extra and a GPU."""
+    """How completions are generated.
 
-    backend: Literal["transformers", "vllm"] = "transformers"
-    device: str = Field(default="cpu", description="torch device for the transformers backend")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    batch_size: int = Field(default=256, description="sequences per generate() call")
+    ``backend='auto'`` (default) is restem's own cached decode loop (``restem_pipeline.engine``) on
+    CPU, falling back to transformers ``generate()`` for a model it does not run, and ``generate()``
+    on a GPU; ``'restem'`` / ``'transformers'`` force one; ``'vllm'`` needs the ``vllm`` extra and a GPU.
+    """
+
+    backend: Literal["auto", "restem", "transformers", "vllm"] = Field(
+        default="auto", description="auto: restem on CPU (transformers for other architectures), transformers on GPU"
+    )
+    device: str = Field(default="cpu", description="torch device for the restem and transformers backends")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="auto: restem uses bf16 where native and sane (else float32), transformers float32, vLLM "
+        "the model's own",
+    )
+    batch_size: int = Field(default=256, description="sequences per batch (restem may run fewer to fit memory)")
+    memory_budget_mb: float = Field(
+        default=0.0, description="restem: MB for KV cache + activations; 0 = half of the memory available"
+    )
     tensor_parallel_size: int = Field(default=1, description="vLLM: GPUs to shard the model over")
     gpu_memory_utilization: float = Field(default=0.85, description="vLLM: fraction of GPU memory it may take")
     max_model_len: int = Field(default=0, description="vLLM: context length; 0 = the model's own")
@@ -41,6 +57,18 @@ class SamplerResource(dg.ConfigurableResource):
             raise ValueError(f"max_model_len must be >= 0 (0 = the model's own), got {v}")
         return v
 
+    @field_validator("memory_budget_mb")
+    @classmethod
+    def _budget(cls, v: float) -> float:
+        if not v >= 0:
+            raise ValueError(f"memory_budget_mb must be >= 0 (0 = half of the memory available), got {v}")
+        return v
+
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "restem" if self.device.split(":")[0] == "cpu" else "transformers"
+
     def sampler(self, model_path: str, stop: tuple[str, ...] = ()) -> Sampler:
         if self.backend == "vllm":
             from restem_pipeline.sampling_vllm import VLLMSampler
@@ -53,9 +81,22 @@ class SamplerResource(dg.ConfigurableResource):
                 max_model_len=self.max_model_len or None,
                 stop=stop,
             )
-        return TransformersSampler(
-            model_path, device=self.device, dtype=self.dtype, batch_size=self.batch_size, stop=stop
-        )
+        if self.resolved_backend() == "restem":
+            try:
+                return CachedSampler(
+                    model_path,
+                    device=self.device,
+                    dtype=self.dtype,
+                    batch_size=self.batch_size,
+                    stop=stop,
+                    memory_budget_mb=self.memory_budget_mb or None,
+                )
+            except UnsupportedModelError as err:
+                if self.backend == "restem":
+                    raise
+                warnings.warn(f"sampling with transformers generate(): {err}", stacklevel=2)
+        dtype = "float32" if self.dtype == "auto" else self.dtype
+        return TransformersSampler(model_path, device=self.device, dtype=dtype, batch_size=self.batch_size, stop=stop)
 
 
 class TrainerResource(dg.ConfigurableResource):

@@ -37,6 +37,7 @@ from restem_pipeline.sampling import Completion, Progress, SamplingParams, batch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MEMORY_FRACTION = 0.5
+AUTO_BF16_MIN_BATCH = 4  # on CPU, below this batch size bf16 GEMVs lose to float32 (measured: bench_sampler.py)
 PROBE_TEXT = (
     "Question: Tom has 12 apples and buys 7 more. How many apples does he have now?\n"
     "Answer: 12 + 7 = 19. The answer is 19.\n\nQuestion: The quick brown fox jumps over the lazy dog."
@@ -60,6 +61,15 @@ def native_bf16(device: str = "cpu") -> bool:
         return False
     flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
     return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+
+
+def auto_dtype(device: str, batch_size: int) -> tuple[torch.dtype, str]:
+    """bfloat16 where it is native and batches are big enough for it to pay, else float32 (and why)."""
+    if not native_bf16(device):
+        return torch.float32, "float32: no native bf16"
+    if torch.device(device).type == "cpu" and batch_size < AUTO_BF16_MIN_BATCH:
+        return torch.float32, f"float32: bf16 matrix-vector products are slower than float32 at batch {batch_size}"
+    return torch.bfloat16, "bfloat16: native"
 
 
 def available_memory_bytes(device: str = "cpu") -> int:
@@ -114,13 +124,12 @@ class CachedSampler:
             )
         self.dtype_note = ""
         if dtype == "auto":
-            chosen = torch.bfloat16 if native_bf16(device) else torch.float32
-            self.dtype_note = "bf16 native" if chosen == torch.bfloat16 else "no native bf16: float32"
+            chosen, self.dtype_note = auto_dtype(device, batch_size)
         else:
             chosen = DTYPES[dtype]
         self.forward = fp32 if chosen == torch.float32 else LlamaStyleForward(model, chosen, device)
         if dtype == "auto" and chosen != torch.float32 and not self._keeps_choices(fp32, probe_ids, probe_lengths):
-            self.forward, self.dtype_note = fp32, "bf16 changed the probe's next-token choices: float32"
+            self.forward, self.dtype_note = fp32, "float32: bf16 changed the probe's next-token choices"
         del model
         self.dtype = self.forward.dtype
         self._stop_candidates = self._stop_candidate_table()

@@ -74,12 +74,12 @@ class Window:
 class _Layer:
     ln1: torch.Tensor
     ln2: torch.Tensor
-    w_qkv: torch.Tensor  # q, k and v projections stacked: one GEMM (same bits as three)
+    w_qkv: torch.Tensor  # q, k and v projections stacked (one GEMM), transposed (in, out)
     b_qkv: torch.Tensor | None
     wo: torch.Tensor
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
-    w_gate_up: torch.Tensor  # gate and up projections stacked
+    w_gate_up: torch.Tensor  # gate and up projections stacked, transposed
     w_down: torch.Tensor
 
 
@@ -122,6 +122,9 @@ class LlamaStyleForward:
         cfg, inner = model.config, model.model
         self.model_type = cfg.model_type
         self.dtype, self.device = dtype, torch.device(device)
+        # On CPU the cache (and attention) stays float32 even for bf16 weights: CPU SDPA is slow in bf16
+        # and its matmuls copy strided cache windows; on GPU it follows the weights.
+        self.cache_dtype = torch.float32 if self.device.type == "cpu" else dtype
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -132,6 +135,10 @@ class LlamaStyleForward:
         self.vocab_size = model.lm_head.weight.shape[0]
         window = getattr(cfg, "sliding_window", None)
         self.sliding_window = window if window and getattr(cfg, "use_sliding_window", True) else None
+
+        def wt(*ts: torch.Tensor) -> torch.Tensor:
+            """Linear weights stacked and stored transposed: ``x @ w`` is 5-15% faster than ``F.linear`` here."""
+            return w(*ts).t().contiguous()
 
         def w(*ts: torch.Tensor | None) -> torch.Tensor | None:
             if ts[0] is None:
@@ -148,20 +155,20 @@ class LlamaStyleForward:
                 _Layer(
                     ln1=w(layer.input_layernorm.weight),
                     ln2=w(layer.post_attention_layernorm.weight),
-                    w_qkv=w(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight),
+                    w_qkv=wt(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight),
                     b_qkv=w(att.q_proj.bias, att.k_proj.bias, att.v_proj.bias),
-                    wo=w(att.o_proj.weight),
+                    wo=wt(att.o_proj.weight),
                     q_norm=w(qn.weight) if qn is not None else None,
                     k_norm=w(kn.weight) if kn is not None else None,
-                    w_gate_up=w(mlp.gate_proj.weight, mlp.up_proj.weight),
-                    w_down=w(mlp.down_proj.weight),
+                    w_gate_up=wt(mlp.gate_proj.weight, mlp.up_proj.weight),
+                    w_down=wt(mlp.down_proj.weight),
                 )
             )
         self.eps = _norm_eps(inner.layers[0].input_layernorm)
         self.final_eps = _norm_eps(inner.norm)
         self.embed = w(inner.embed_tokens.weight)
         self.final_norm = w(inner.norm.weight)
-        self.lm_head = w(model.lm_head.weight)
+        self.lm_head = wt(model.lm_head.weight)
         self._rotary = inner.rotary_emb
         self.cos = self.sin = torch.empty(0, self.head_dim, dtype=dtype, device=self.device)
         self.ensure_positions(getattr(cfg, "max_position_embeddings", 2048))
@@ -179,7 +186,7 @@ class LlamaStyleForward:
     # -- cache ---------------------------------------------------------------------------------
     def kv_bytes_per_token(self) -> int:
         """Bytes of KV cache one sequence needs per token (all layers, keys and values)."""
-        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * self.dtype.itemsize
+        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * self.cache_dtype.itemsize
 
     def activation_bytes_per_token(self) -> int:
         """Rough peak of live activations per prompt token during prefill (hidden, qkv, MLP, norms)."""
@@ -188,29 +195,28 @@ class LlamaStyleForward:
 
     def new_cache(self, batch: int, columns: int) -> KVCache:
         shape = (batch, self.num_kv_heads, columns, self.head_dim)
-        make = lambda: torch.zeros(shape, dtype=self.dtype, device=self.device)  # noqa: E731
+        make = lambda: torch.zeros(shape, dtype=self.cache_dtype, device=self.device)  # noqa: E731
         return KVCache([make() for _ in self.layers], [make() for _ in self.layers])
 
     # -- forward -------------------------------------------------------------------------------
     def _attend(self, q, k_cache, v_cache, first_col: int, end: int, mask) -> torch.Tensor:
-        keys, values = k_cache[:, :, first_col:end], v_cache[:, :, first_col:end]
-        if q.shape[2] > 1 or self.dtype == torch.float32:  # transformers' own path: same numbers in float32
-            return F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=self.num_heads != self.num_kv_heads
-            )
-        # one query in half precision: two batched GEMVs, scores and softmax in float32 (CPU SDPA is slow here)
-        b, nq, _, d = q.shape
-        grouped = q.view(b, self.num_kv_heads, nq // self.num_kv_heads, d)  # GQA without repeating K/V
-        scores = torch.matmul(keys, grouped.transpose(-1, -2)).transpose(-1, -2).float() * self.scaling
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.matmul(torch.softmax(scores, -1).to(self.dtype), values).view(b, nq, 1, d)
+        return F.scaled_dot_product_attention(
+            q,
+            k_cache[:, :, first_col:end],
+            v_cache[:, :, first_col:end],
+            attn_mask=mask,
+            scale=self.scaling,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
 
     def _layer(self, x, p: _Layer, cos, sin, k_cache, v_cache, cols: slice, windows: list[Window]) -> torch.Tensor:
         b, t, _ = x.shape
         nq, nk, d = self.num_heads, self.num_kv_heads, self.head_dim
         h = _rms_norm(x, p.ln1, self.eps)
-        qkv = F.linear(h, p.w_qkv, p.b_qkv).view(b, t, nq + 2 * nk, d)
+        qkv = torch.matmul(h, p.w_qkv)
+        if p.b_qkv is not None:
+            qkv = qkv + p.b_qkv
+        qkv = qkv.view(b, t, nq + 2 * nk, d)
         qk, v = qkv[:, :, : nq + nk], qkv[:, :, nq + nk :]
         if p.q_norm is not None:
             qk = torch.cat(
@@ -218,7 +224,7 @@ class LlamaStyleForward:
             )
         qk = qk.transpose(1, 2)
         qk = (qk * cos) + (qk.roll(d // 2, -1) * sin)  # rotary on q and k at once; sin's first half is negated
-        q, k = qk[:, :nq], qk[:, nq:]
+        q, k = qk[:, :nq].to(self.cache_dtype), qk[:, nq:]
         k_cache[:, :, cols] = k
         v_cache[:, :, cols] = v.transpose(1, 2)
         if len(windows) == 1:
@@ -231,10 +237,10 @@ class LlamaStyleForward:
                     for w in windows
                 ]
             )
-        x = x + F.linear(attn.transpose(1, 2).reshape(b, t, nq * d), p.wo)
+        x = x + torch.matmul(attn.transpose(1, 2).reshape(b, t, nq * d).to(self.dtype), p.wo)
         h = _rms_norm(x, p.ln2, self.eps)
-        gate, up = F.linear(h, p.w_gate_up).chunk(2, dim=-1)
-        return x + F.linear(self.act(gate) * up, p.w_down)
+        gate, up = torch.matmul(h, p.w_gate_up).chunk(2, dim=-1)
+        return x + torch.matmul(self.act(gate) * up, p.w_down)
 
     def forward(
         self,
@@ -256,7 +262,7 @@ class LlamaStyleForward:
         for p, kc, vc in zip(self.layers, cache.k, cache.v, strict=True):
             x = self._layer(x, p, cos, sin, kc, vc, cols, windows)
         h = _rms_norm(x if all_positions else x[:, -1], self.final_norm, self.final_eps)
-        return F.linear(h, self.lm_head).float()
+        return torch.matmul(h, self.lm_head).float()
 
 
 def prefill_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:

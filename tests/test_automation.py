@@ -223,13 +223,15 @@ def test_problem_set_sensor_new_file_gives_partition_and_first_iteration_run(tmp
         "restem/file": "mine.jsonl",
         "restem/fingerprint": sha[:16],
     }
-    # the run is iteration 1 of the graph: ingest, base model and its evaluation, the iteration_1 group
+    # the run is iteration 1 of the graph: ingest, base model and its evaluation, the iteration_1 group, and
+    # the run summary refreshed at the end
     defs = build_definitions(iterations=2)
     assert sensor.job_name == "restem_iteration_1"
     selected = {k.to_user_string() for k in defs.resolve_job_def("restem_iteration_1").asset_layer.selected_asset_keys}
     assert selected == {
         "problem_set",
         "base_model",
+        "summary/run_summary",
         "baselines/base_eval_report",
         *(f"iter_1/{s}" for s in ("raw_samples", "verified_samples", "training_set", "checkpoint", "eval_report")),
     }
@@ -411,7 +413,11 @@ def test_evaluation_schedule_requests_the_evaluations_of_built_models(instance):
     _report(instance, dg.AssetKey("base_model"), "gone")  # a deleted partition is not evaluated
     requests = schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
     got = {r.partition_key: {k.to_user_string() for k in r.asset_selection} for r in requests}
-    assert got == {"p": {"baselines/base_eval_report", "iter_1/eval_report"}, "q": {"baselines/base_eval_report"}}
+    summary = "summary/run_summary"  # refreshed after the re-evaluations
+    assert got == {
+        "p": {"baselines/base_eval_report", "iter_1/eval_report", summary},
+        "q": {"baselines/base_eval_report", summary},
+    }
     assert all(r.run_key.endswith(when.isoformat()) and r.tags["restem/trigger"] == "evaluation_schedule"
                for r in requests)  # fmt: skip
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.job_name == "restem_evaluation"

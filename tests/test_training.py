@@ -50,11 +50,11 @@ def _model(tok, kv_heads: int | None = None, attn: str = "sdpa"):
     return model.eval()
 
 
-def _example_losses(model, examples, rows, packed: bool) -> dict[int, float]:
+def _example_losses(model, examples, rows, packed: bool, pad_to: int = 1, amp=None) -> dict[int, float]:
     """Mean loss per example from one forward over ``rows``."""
-    mb = micro_batch(examples, rows, 0, packed)
+    mb = micro_batch(examples, rows, 0, packed, pad_to)
     with torch.no_grad():
-        logits = micro_batch_logits(model, mb)
+        logits = micro_batch_logits(model, mb, amp).float()
     tok_loss = F.cross_entropy(logits.flatten(0, 1), mb.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
     seg, tgt = mb.segments.flatten(), mb.targets.flatten()
     return {i: float(tok_loss[(seg == i) & (tgt != IGNORE_INDEX)].mean()) for row in rows for i in row}
@@ -83,6 +83,17 @@ def test_packed_loss_equals_one_example_at_a_time(data, attn, kv_heads, varlen):
         assert padded[i] == pytest.approx(alone[i], rel=1e-5, abs=1e-6)
 
 
+def test_bf16_packed_rows_match_fp32_one_at_a_time(data):
+    tok, examples = data
+    model = _model(tok)
+    idx = list(range(12))
+    alone = {i: _example_losses(model, examples, [[i]], packed=False)[i] for i in idx}
+    with packed_attention(model):
+        packed = _example_losses(model, examples, [idx], packed=True, pad_to=64, amp=torch.bfloat16)
+    for i in idx:
+        assert packed[i] == pytest.approx(alone[i], rel=2e-2)
+
+
 @pytest.mark.parametrize("varlen", [True, False])
 def test_no_attention_across_examples_in_a_pack(data, varlen):
     tok, examples = data
@@ -109,6 +120,10 @@ def test_targets_stay_inside_each_example():
     # position j predicts token j + 1 of the same example; A's last token (8) never predicts B's first (9)
     assert mb.targets.tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX, 10, 11, IGNORE_INDEX]]
     assert mb.real_tokens == 7 and mb.target_tokens == 4
+    bucketed = micro_batch([a, b], [[0, 1]], 0, packed=True, pad_to=4)  # width rounded up: padding is its own run
+    assert bucketed.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 0]]
+    assert bucketed.targets.tolist()[0][:7] == mb.targets.tolist()[0] and bucketed.targets[0, 7] == IGNORE_INDEX
+    assert bucketed.segments.tolist() == [[0, 0, 0, 0, 1, 1, 1, -1]] and bucketed.real_tokens == 7
     padded = micro_batch([a, b], [[0], [1]], 0, packed=False)
     assert padded.targets.tolist() == [[IGNORE_INDEX, 7, 8, IGNORE_INDEX], [10, 11, IGNORE_INDEX, IGNORE_INDEX]]
     assert padded.inputs["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
