@@ -185,7 +185,7 @@ def main() -> None:
     if args.variant:  # a child: one variant, one JSON line
         print(json.dumps(run_variant(args.variant, args.workdir, args.steps)))
         return
-    steps, rounds, per_level = (8, 1, 200) if args.quick else (60, 2, 800)
+    steps, rounds, per_level = (8, 1, 200) if args.quick else (50, 2, 800)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:

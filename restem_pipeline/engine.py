@@ -224,7 +224,8 @@ class CachedSampler:
         self.forward.ensure_positions(longest)
         jobs = sorted((len(seqs[i]), i, j) for i in range(len(prompts)) for j in range(params.n))
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        self.stats = {"batches": 0, "compactions": 0, "oom_retries": 0, "prefill_tokens": 0, "decode_row_steps": 0}
+        self.stats = dict.fromkeys(("batches", "largest_batch", "compactions", "oom_retries", "prefill_tokens"), 0)
+        self.stats["decode_row_steps"] = 0
         budget, start = self.budget_bytes(), 0
         while start < len(jobs):
             self.max_batch(jobs[start][0], params.max_new_tokens, budget)  # raises if one sequence does not fit
@@ -234,6 +235,7 @@ class CachedSampler:
             ):
                 size += 1
             chunk = jobs[start : start + size]
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
             results = self._run_with_retries(seqs, chunk, params)
             for (_, i, j), completion in zip(chunk, results, strict=True):
                 out[i][j] = completion
