@@ -108,7 +108,14 @@ class ExperimentResource(dg.ConfigurableResource):
         return BaseModelConfig(
             spec=TinyLlamaSpec(),
             pretrain=TrainConfig(
-                max_steps=self.pretrain_steps, batch_size=self.pretrain_batch_size, learning_rate=3e-3, seed=self.seed
+                max_steps=self.pretrain_steps,
+                batch_size=self.pretrain_batch_size,
+                learning_rate=3e-3,
+                seed=self.seed,
+                # the demo's calibrated base: fp32, length-grouped batches. Packed bf16 pretraining reaches
+                # 98.5% greedy pass@1 on the embedded test set, leaving ReST-EM nothing to improve.
+                packing=False,
+                dtype="float32",
             ),
             pool_per_level=pool,
             seed=self.seed,

@@ -7,7 +7,8 @@ their completion tokens, however the step is cut up:
 - **packing** (default): uniformly shuffled batches, packed into rows (position ids restart per
   example, attention stays inside each example; see ``batching`` and ``packed_attention``) so padding is
   not computed; ``packing=False`` uses length-grouped padded rows. For the same examples both give the
-  same loss and gradient.
+  same loss and gradient, but length-grouped batches are each of one length (for arithmetic, mostly
+  one level) and generalise worse (benchmarks/RESULTS.md, "bench_trainer").
 - **micro-batches** (``micro_steps``): ``grad_accum_steps`` parts, each cut further to at most
   ``max_tokens_per_micro_batch`` cells (rows x width, padding included); gradients are summed and
   normalised by the step's real target tokens, not by the number of micro-batches. A micro-batch that
