@@ -27,8 +27,8 @@ import torch
 from restem_pipeline.engine_decode import decode_batch
 from restem_pipeline.engine_llama import (
     LlamaStyleForward,
+    Part,
     UnsupportedModelError,
-    Window,
     max_logit_gap,
     prefill_mask,
 )
@@ -154,8 +154,10 @@ class CachedSampler:
             with torch.inference_mode():
                 cache = fw.new_cache(ids.shape[0], width)
                 positions = (torch.arange(width, device=ids.device)[None] - (width - lengths)[:, None]).clamp(min=0)
-                window = Window(slice(0, ids.shape[0]), 0, prefill_mask(lengths, width))
-                out = fw.forward(ids, positions, cache, slice(0, width), [window], all_positions=True)
+                part = Part(
+                    slice(0, ids.shape[0]), cache, slice(0, width), slice(0, width), prefill_mask(lengths, width)
+                )
+                out = fw.forward(ids, positions, [part], all_positions=True)
             logits.append(out[torch.arange(width, device=ids.device)[None] >= (width - lengths)[:, None]])
         ref, low = logits
         if not torch.isfinite(low).all():

@@ -1,25 +1,28 @@
 """One batch of restem's decode loop: bucketed prefill, per-step sampling, dropping finished rows.
 
 ``decode_batch`` is what ``engine.CachedSampler`` runs per batch of jobs (sorted by prompt
-length). Columns form one grid: the longest prompt ends at column P, every row's prompt is
-right-aligned to P (left padding) and step s writes column P + s for all rows. Distinct prompts
-are prefilled once, in buckets of similar length (each bucket padded only to its own longest
-prompt), and the N samples of a prompt copy its cache rows. Rows that end (EOS, or a stop string
-found by decoding only rows whose new token could complete one) are dropped together once they are
-an eighth of the live batch: the cache is copied down to the live rows and to the columns they
-still use. ``sample_next`` is the sampling rule. Not covered: memory policy, retries and dtype
-choice (``engine``), the forward pass itself (``engine_llama``).
+length). The batch's rows go through every matrix product together but are split into groups of
+similar prompt length, each with its own KV cache: a group's prompts are right-aligned to its
+longest (left padding) and step s writes column ``end + s``, so attention never reads another
+group's padding. Distinct prompts are prefilled once, in tighter buckets, and the N samples of a
+prompt copy its cache rows. Rows that end (EOS, or a stop string, found by decoding only rows whose
+new token could complete one) are dropped together once they are an eighth of the live batch: each
+group's cache is copied down to its live rows and the columns they still use. ``sample_next`` is
+the sampling rule. Not covered: memory policy, retries and dtype choice (``engine``), the forward
+pass itself (``engine_llama``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from restem_pipeline.engine_llama import KVCache, Window, prefill_mask
+from restem_pipeline.engine_llama import KVCache, Part, prefill_mask
 from restem_pipeline.sampling import Completion, SamplingParams
 
 PREFILL_SLACK = (1.1, 2)  # a prefill bucket's longest prompt is at most 1.1 x its shortest + 2 tokens
-WINDOW_SLACK = (1.25, 4)  # rows sharing one decode attention window: 1.25 x + 4
+GROUP_SLACK = (4.0, 64)  # rows of one decode group (one cache): longest <= 4 x shortest + 64 (fewer, bigger groups measured faster)
 BUCKET_TOKENS = 16384  # a prefill bucket holds at most this many padded tokens (bounds its activations)
 COMPACT_FRACTION = 0.125  # drop finished rows once they are this share of the live batch
 
@@ -76,21 +79,71 @@ def _prefill(fw, prompts: list[list[int]], columns: int, pad: int, stats: dict) 
         lens = torch.tensor(lengths[a:b])
         positions = (torch.arange(width)[None] - (width - lens)[:, None]).clamp(min=0)
         view = KVCache([k[a:b] for k in cache.k], [v[a:b] for v in cache.v])
-        window = Window(slice(0, b - a), end - width, prefill_mask(lens, width).to(fw.device))
-        ids, positions = ids.to(fw.device), positions.to(fw.device)
-        logits[a:b] = fw.forward(ids, positions, view, slice(end - width, end), [window])
+        cols = slice(end - width, end)
+        part = Part(slice(0, b - a), view, cols, cols, prefill_mask(lens, width).to(fw.device))
+        logits[a:b] = fw.forward(ids.to(fw.device), positions.to(fw.device), [part])
         stats["prefill_tokens"] += (b - a) * width
     return cache, logits
 
 
-def decode_windows(row_len: list[int], end: int) -> list[tuple[slice, int, bool]]:
-    """(rows, first grid column, needs a mask) per group of similar-length rows (``row_len`` ascending).
+@dataclass
+class _Group:
+    """Live rows ``rows`` of similar prompt length and their cache: prompts right-aligned to ``end``,
+    decoding step s writes column ``end + s``."""
 
-    Each group attends only from its own longest prompt's first column, so short prompts do not pay
-    for the long ones' left padding.
-    """
-    groups = length_buckets(row_len, WINDOW_SLACK)
-    return [(slice(a, b), end - row_len[b - 1], row_len[a] != row_len[b - 1]) for a, b in groups]
+    rows: slice
+    cache: KVCache
+    end: int
+    lengths: list[int]
+    real: torch.Tensor  # (rows, columns): True from the row's first prompt column on
+    dense_mask: torch.Tensor | None  # dense decode: (rows, 1, 1, columns), 0 where visible, else -inf
+
+    def part(self, step: int) -> Part:
+        col = self.end + step
+        write = slice(col, col + 1)
+        if self.dense_mask is not None:
+            self.dense_mask[:, :, :, col] = 0.0
+            return Part(self.rows, self.cache, write, None, self.dense_mask)
+        mask = self.real[:, None, None, : col + 1] if self.lengths[0] != self.lengths[-1] else None
+        return Part(self.rows, self.cache, write, slice(0, col + 1), mask)
+
+    def keep(self, local: list[int], start: int, step: int) -> _Group:
+        """Only rows ``local`` (renumbered from ``start``), with the left padding they all share cut off."""
+        lengths = [self.lengths[r] for r in local]
+        trim = self.end - max(lengths)
+        index = torch.tensor(local, device=self.real.device)
+        mask = None if self.dense_mask is None else self.dense_mask[index][..., trim:]
+        cache = self.cache.keep(index, trim, self.end + step)
+        rows = slice(start, start + len(local))
+        return _Group(rows, cache, self.end - trim, lengths, self.real[index][:, trim:], mask)
+
+
+def _groups(fw, seqs, chunk, n_new: int, pad: int, stats: dict) -> tuple[list[_Group], torch.Tensor]:
+    """The prefilled decode groups of ``chunk`` (jobs sorted by prompt length) and first-token logits."""
+    groups, logits = [], []
+    lengths = [length for length, _, _ in chunk]
+    for a, b in length_buckets(lengths, GROUP_SLACK):
+        order: list[int] = []  # distinct prompts; the jobs of one prompt are adjacent
+        row_prompt = []
+        for _, i, _ in chunk[a:b]:
+            if not order or order[-1] != i:
+                order.append(i)
+            row_prompt.append(len(order) - 1)
+        end = lengths[b - 1]
+        cache, first = _prefill(fw, [seqs[i] for i in order], end + n_new, pad, stats)
+        if len(order) < b - a:  # the N samples of a prompt share its prefill
+            index = torch.tensor(row_prompt, device=fw.device)
+            cache = KVCache([k.index_select(0, index) for k in cache.k], [v.index_select(0, index) for v in cache.v])
+            first = first.index_select(0, index)
+        cols = torch.arange(end + n_new, device=fw.device)[None]
+        real = cols >= (end - torch.tensor(lengths[a:b], device=fw.device))[:, None]
+        dense = None
+        if fw.dense_decode:
+            dense = torch.zeros(b - a, 1, 1, end + n_new, device=fw.device)
+            dense.masked_fill_(~(real & (cols < end))[:, None, None], float("-inf"))
+        groups.append(_Group(slice(a, b), cache, end, lengths[a:b], real, dense))
+        logits.append(first)
+    return groups, torch.cat(logits)
 
 
 class _StopCheck:
@@ -115,35 +168,18 @@ def decode_batch(sampler, seqs: list[list[int]], chunk: list[tuple[int, int, int
     """Completions for the jobs ``chunk`` ((prompt length, prompt index, sample index), sorted)."""
     fw, tok, n_new, stats = sampler.forward, sampler.tokenizer, params.max_new_tokens, sampler.stats
     dev, eos = fw.device, tok.eos_token_id
-    order: list[int] = []  # distinct prompt indices in this batch; jobs of one prompt are adjacent
-    row_prompt = []
-    for _, i, _ in chunk:
-        if not order or order[-1] != i:
-            order.append(i)
-        row_prompt.append(len(order) - 1)
-    end = len(seqs[order[-1]])  # prompts ascend: the last is the longest
-    cache, logits = _prefill(fw, [seqs[i] for i in order], end + n_new, tok.pad_token_id, stats)
-    if len(order) < len(chunk):  # N samples per prompt share its prefill
-        rows = torch.tensor(row_prompt, device=dev)
-        cache = KVCache([k.index_select(0, rows) for k in cache.k], [v.index_select(0, rows) for v in cache.v])
-        logits = logits.index_select(0, rows)
-
-    # per live slot, in batch order (ascending prompt length); slots are dropped together
+    groups, logits = _groups(fw, seqs, chunk, n_new, tok.pad_token_id, stats)
+    # state per live slot, in batch order; ended slots are dropped together
     batch = len(chunk)
     live = list(range(batch))  # original row of each slot
-    live_len = [length for length, _, _ in chunk]
-    key_mask = torch.arange(end + n_new, device=dev)[None] >= (end - torch.tensor(live_len, device=dev))[:, None]
-    positions = torch.tensor(live_len, device=dev)[:, None]
+    positions = torch.tensor([length for length, _, _ in chunk], device=dev)[:, None]
     uniforms = None if params.greedy else sampler.job_uniforms(params, [(i, j) for _, i, j in chunk]).to(dev)
     tokens = torch.zeros(batch, n_new, dtype=torch.long, device=dev)
-    n_tok = [n_new] * batch
-    hit_eos = [False] * batch
+    n_tok, hit_eos = [n_new] * batch, [False] * batch
     open_ = torch.ones(batch, dtype=torch.bool, device=dev)  # not ended yet
-    ended_slots: list[int] = []
+    ended: list[int] = []
     results: dict[int, tuple[list[int], bool]] = {}
     stops = _StopCheck(sampler)
-    groups = decode_windows(live_len, end)
-    base = 0  # grid column of the cache's column 0 (moves right when left padding is dropped)
     step = 0
     for step in range(n_new):
         nxt = sample_next(logits, params, None if uniforms is None else uniforms[:, step])
@@ -151,7 +187,7 @@ def decode_batch(sampler, seqs: list[list[int]], chunk: list[tuple[int, int, int
         now: list[int] = []
         if eos is not None:
             is_eos = nxt == eos
-            if ended_slots:
+            if ended:
                 is_eos &= open_
             if bool(is_eos.any()):
                 now = is_eos.nonzero().flatten().tolist()
@@ -162,30 +198,27 @@ def decode_batch(sampler, seqs: list[list[int]], chunk: list[tuple[int, int, int
             n_tok[r] = step + 1
             open_[r] = False
             now.append(r)
-        ended_slots += now
-        if len(ended_slots) == len(live) or step == n_new - 1:
+        ended += now
+        if len(ended) == len(live) or step == n_new - 1:
             break
-        if ended_slots and len(ended_slots) >= COMPACT_FRACTION * len(live):
-            for r in ended_slots:
+        if ended and len(ended) >= COMPACT_FRACTION * len(live):
+            for r in ended:
                 results[live[r]] = (tokens[r, : n_tok[r]].tolist(), hit_eos[r])
-            gone = set(ended_slots)
+            gone = set(ended)
             kept = [r for r in range(len(live)) if r not in gone]
+            survivors = []
+            for g in groups:
+                local = [r - g.rows.start for r in range(g.rows.start, g.rows.stop) if r not in gone]
+                if local:
+                    survivors.append(g.keep(local, survivors[-1].rows.stop if survivors else 0, step))
             keep = torch.tensor(kept, device=dev)
-            live, live_len = [live[r] for r in kept], [live_len[r] for r in kept]
-            n_tok, hit_eos = [n_tok[r] for r in kept], [hit_eos[r] for r in kept]
-            positions, nxt, key_mask, tokens = positions[keep], nxt[keep], key_mask[keep], tokens[keep]
+            live, n_tok, hit_eos = [live[r] for r in kept], [n_tok[r] for r in kept], [hit_eos[r] for r in kept]
+            positions, nxt, tokens = positions[keep], nxt[keep], tokens[keep]
             uniforms = None if uniforms is None else uniforms[keep]
             open_ = torch.ones(len(live), dtype=torch.bool, device=dev)
-            new_base = end - live_len[-1]
-            cache = cache.keep(keep, new_base - base, end + step - base)
-            base, groups, ended_slots = new_base, decode_windows(live_len, end), []
+            groups, ended = survivors, []
             stats["compactions"] += 1
-        col = end + step
-        windows = [
-            Window(rows, first - base, key_mask[rows, None, None, first : col + 1] if masked else None)
-            for rows, first, masked in groups
-        ]
-        logits = fw.forward(nxt[:, None], positions, cache, slice(col - base, col - base + 1), windows)
+        logits = fw.forward(nxt[:, None], positions, [g.part(step) for g in groups])
         positions = positions + 1
         stats["decode_row_steps"] += len(live)
 

@@ -42,8 +42,8 @@ class KVCache:
         cap = self.k[0].shape[2] - first_col
 
         def take(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_empty(len(rows), t.shape[1], cap, t.shape[3])
-            out[:, :, : end_col - first_col] = t.index_select(0, rows)[:, :, first_col:end_col]
+            out = t.new_zeros(len(rows), t.shape[1], cap, t.shape[3])  # zeros: dense reads see unused columns
+            out[:, :, : end_col - first_col] = t[:, :, first_col:end_col].index_select(0, rows)
             return out
 
         return KVCache([take(t) for t in self.k], [take(t) for t in self.v])
@@ -59,14 +59,19 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 
 
 @dataclass(frozen=True)
-class Window:
-    """Rows ``rows`` of a batch attend to cache columns from ``first_col`` on, where ``mask`` is True.
+class Part:
+    """Rows ``rows`` of a forward's batch and the cache they use (their own, rows aligned with them).
 
-    ``mask`` is (rows, 1, query len, columns) or None when every column in the window is visible.
+    The current tokens' keys/values go to cache columns ``write``; queries attend to columns
+    ``read`` where ``mask`` (rows, 1, query len, columns; bool) allows, or all of them when ``mask``
+    is None. ``read=None`` means the whole cache, densely (one decode token, half precision on CPU):
+    ``mask`` is then a float (rows, 1, 1, cache columns) added to the scores, -inf where unused.
     """
 
     rows: slice
-    first_col: int
+    cache: KVCache
+    write: slice
+    read: slice | None
     mask: torch.Tensor | None
 
 
@@ -122,9 +127,11 @@ class LlamaStyleForward:
         cfg, inner = model.config, model.model
         self.model_type = cfg.model_type
         self.dtype, self.device = dtype, torch.device(device)
-        # On CPU the cache (and attention) stays float32 even for bf16 weights: CPU SDPA is slow in bf16
-        # and its matmuls copy strided cache windows; on GPU it follows the weights.
-        self.cache_dtype = torch.float32 if self.device.type == "cpu" else dtype
+        # half precision on CPU: decode attention reads each group's whole cache densely (see Part)
+        self.dense_decode = self.device.type == "cpu" and dtype != torch.float32
+        # and the residual stream, norms and rotary stay float32 there: only matrix products (weights,
+        # their inputs) and the KV cache are half precision, so bf16 rarely changes a greedy choice
+        self.act_dtype = torch.float32 if self.device.type == "cpu" else dtype
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -140,11 +147,14 @@ class LlamaStyleForward:
             """Linear weights stacked and stored transposed: ``x @ w`` is 5-15% faster than ``F.linear`` here."""
             return w(*ts).t().contiguous()
 
-        def w(*ts: torch.Tensor | None) -> torch.Tensor | None:
+        def w(*ts: torch.Tensor | None, to: torch.dtype = dtype) -> torch.Tensor | None:
             if ts[0] is None:
                 return None
             t = torch.cat([x.detach() for x in ts]) if len(ts) > 1 else ts[0].detach()
-            return t.to(device=self.device, dtype=dtype)
+            return t.to(device=self.device, dtype=to)
+
+        def n(t: torch.Tensor | None) -> torch.Tensor | None:
+            return w(t, to=self.act_dtype)
 
         self.layers: list[_Layer] = []
         for layer in inner.layers:
@@ -153,13 +163,13 @@ class LlamaStyleForward:
             qn, kn = getattr(att, "q_norm", None), getattr(att, "k_norm", None)
             self.layers.append(
                 _Layer(
-                    ln1=w(layer.input_layernorm.weight),
-                    ln2=w(layer.post_attention_layernorm.weight),
+                    ln1=n(layer.input_layernorm.weight),
+                    ln2=n(layer.post_attention_layernorm.weight),
                     w_qkv=wt(att.q_proj.weight, att.k_proj.weight, att.v_proj.weight),
                     b_qkv=w(att.q_proj.bias, att.k_proj.bias, att.v_proj.bias),
                     wo=wt(att.o_proj.weight),
-                    q_norm=w(qn.weight) if qn is not None else None,
-                    k_norm=w(kn.weight) if kn is not None else None,
+                    q_norm=n(qn.weight) if qn is not None else None,
+                    k_norm=n(kn.weight) if kn is not None else None,
                     w_gate_up=wt(mlp.gate_proj.weight, mlp.up_proj.weight),
                     w_down=wt(mlp.down_proj.weight),
                 )
@@ -167,10 +177,10 @@ class LlamaStyleForward:
         self.eps = _norm_eps(inner.layers[0].input_layernorm)
         self.final_eps = _norm_eps(inner.norm)
         self.embed = w(inner.embed_tokens.weight)
-        self.final_norm = w(inner.norm.weight)
+        self.final_norm = n(inner.norm.weight)
         self.lm_head = wt(model.lm_head.weight)
         self._rotary = inner.rotary_emb
-        self.cos = self.sin = torch.empty(0, self.head_dim, dtype=dtype, device=self.device)
+        self.cos = self.sin = torch.empty(0, self.head_dim, dtype=self.act_dtype, device=self.device)
         self.ensure_positions(getattr(cfg, "max_position_embeddings", 2048))
 
     def ensure_positions(self, n: int) -> None:
@@ -181,12 +191,12 @@ class LlamaStyleForward:
         with torch.no_grad():
             cos, sin = self._rotary(torch.zeros(1, device=dev), torch.arange(n, device=dev)[None])
         sin = torch.cat((-sin[0, :, : self.head_dim // 2], sin[0, :, self.head_dim // 2 :]), -1)  # rotate_half's sign
-        self.cos, self.sin = cos[0].to(self.device, self.dtype), sin.to(self.device, self.dtype)
+        self.cos, self.sin = cos[0].to(self.device, self.act_dtype), sin.to(self.device, self.act_dtype)
 
     # -- cache ---------------------------------------------------------------------------------
     def kv_bytes_per_token(self) -> int:
         """Bytes of KV cache one sequence needs per token (all layers, keys and values)."""
-        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * self.cache_dtype.itemsize
+        return self.num_layers * 2 * self.num_kv_heads * self.head_dim * self.dtype.itemsize
 
     def activation_bytes_per_token(self) -> int:
         """Rough peak of live activations per prompt token during prefill (hidden, qkv, MLP, norms)."""
@@ -195,27 +205,32 @@ class LlamaStyleForward:
 
     def new_cache(self, batch: int, columns: int) -> KVCache:
         shape = (batch, self.num_kv_heads, columns, self.head_dim)
-        make = lambda: torch.zeros(shape, dtype=self.cache_dtype, device=self.device)  # noqa: E731
+        make = lambda: torch.zeros(shape, dtype=self.dtype, device=self.device)  # noqa: E731
         return KVCache([make() for _ in self.layers], [make() for _ in self.layers])
 
     # -- forward -------------------------------------------------------------------------------
-    def _attend(self, q, k_cache, v_cache, first_col: int, end: int, mask) -> torch.Tensor:
-        return F.scaled_dot_product_attention(
-            q,
-            k_cache[:, :, first_col:end],
-            v_cache[:, :, first_col:end],
-            attn_mask=mask,
-            scale=self.scaling,
-            enable_gqa=self.num_heads != self.num_kv_heads,
-        )
+    def _attend(self, q, k_cache, v_cache, read: slice | None, mask) -> torch.Tensor:
+        if read is not None:
+            return F.scaled_dot_product_attention(
+                q,
+                k_cache[:, :, read],
+                v_cache[:, :, read],
+                attn_mask=mask,
+                scale=self.scaling,
+                enable_gqa=self.num_heads != self.num_kv_heads,
+            )
+        # dense: a strided window would make CPU bf16 matmuls copy it, and CPU SDPA is slow in bf16
+        b, nq, _, d = q.shape
+        grouped = q.view(b, self.num_kv_heads, nq // self.num_kv_heads, d)  # GQA without repeating K/V
+        scores = torch.matmul(grouped, k_cache.transpose(-1, -2)).float() * self.scaling + mask
+        return torch.matmul(torch.softmax(scores, -1).to(self.dtype), v_cache).view(b, nq, 1, d)
 
-    def _layer(self, x, p: _Layer, cos, sin, k_cache, v_cache, cols: slice, windows: list[Window]) -> torch.Tensor:
-        b, t, _ = x.shape
+    def _layer(self, x, b: int, t: int, index: int, cos, sin, parts: list[Part]) -> torch.Tensor:
+        """One decoder layer on ``x`` (b * t, hidden): activations stay 2-D so every product is one ``mm``."""
+        p = self.layers[index]
         nq, nk, d = self.num_heads, self.num_kv_heads, self.head_dim
-        h = _rms_norm(x, p.ln1, self.eps)
-        qkv = torch.matmul(h, p.w_qkv)
-        if p.b_qkv is not None:
-            qkv = qkv + p.b_qkv
+        h = _rms_norm(x, p.ln1, self.eps).to(self.dtype)
+        qkv = torch.mm(h, p.w_qkv) if p.b_qkv is None else torch.addmm(p.b_qkv, h, p.w_qkv)
         qkv = qkv.view(b, t, nq + 2 * nk, d)
         qk, v = qkv[:, :, : nq + nk], qkv[:, :, nq + nk :]
         if p.q_norm is not None:
@@ -224,45 +239,37 @@ class LlamaStyleForward:
             )
         qk = qk.transpose(1, 2)
         qk = (qk * cos) + (qk.roll(d // 2, -1) * sin)  # rotary on q and k at once; sin's first half is negated
-        q, k = qk[:, :nq].to(self.cache_dtype), qk[:, nq:]
-        k_cache[:, :, cols] = k
-        v_cache[:, :, cols] = v.transpose(1, 2)
-        if len(windows) == 1:
-            w = windows[0]
-            attn = self._attend(q, k_cache, v_cache, w.first_col, cols.stop, w.mask)
-        else:
-            attn = torch.cat(
-                [
-                    self._attend(q[w.rows], k_cache[w.rows], v_cache[w.rows], w.first_col, cols.stop, w.mask)
-                    for w in windows
-                ]
-            )
-        x = x + torch.matmul(attn.transpose(1, 2).reshape(b, t, nq * d).to(self.dtype), p.wo)
-        h = _rms_norm(x, p.ln2, self.eps)
-        gate, up = torch.matmul(h, p.w_gate_up).chunk(2, dim=-1)
-        return x + torch.matmul(self.act(gate) * up, p.w_down)
+        q, k, v = qk[:, :nq].to(self.dtype), qk[:, nq:], v.transpose(1, 2)
+        outs = []
+        for part in parts:
+            kc, vc = part.cache.k[index], part.cache.v[index]
+            whole = len(parts) == 1
+            kc[:, :, part.write] = k if whole else k[part.rows]
+            vc[:, :, part.write] = v if whole else v[part.rows]
+            outs.append(self._attend(q if whole else q[part.rows], kc, vc, part.read, part.mask))
+        attn = outs[0] if len(outs) == 1 else torch.cat(outs)
+        x = x + torch.mm(attn.transpose(1, 2).reshape(b * t, nq * d), p.wo)
+        h = _rms_norm(x, p.ln2, self.eps).to(self.dtype)
+        gate, up = torch.mm(h, p.w_gate_up).chunk(2, dim=-1)
+        return x + torch.mm(self.act(gate) * up, p.w_down)
 
     def forward(
-        self,
-        ids: torch.Tensor,
-        positions: torch.Tensor,
-        cache: KVCache,
-        cols: slice,
-        windows: list[Window],
-        all_positions: bool = False,
+        self, ids: torch.Tensor, positions: torch.Tensor, parts: list[Part], all_positions: bool = False
     ) -> torch.Tensor:
         """Float32 logits of the last column (or every column) for ``ids`` (batch, len).
 
-        Keys/values go to cache columns ``cols``. Each ``Window`` (together covering the batch's
-        rows in order) says which rows attend to which columns, up to ``cols.stop``; ``positions``
+        ``parts`` cover the batch's rows in order, each with its cache (see ``Part``); ``positions``
         (batch, len) are rotary positions.
         """
-        x = F.embedding(ids, self.embed)
+        b, t = ids.shape
+        x = F.embedding(ids.view(-1), self.embed).to(self.act_dtype)
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-        for p, kc, vc in zip(self.layers, cache.k, cache.v, strict=True):
-            x = self._layer(x, p, cos, sin, kc, vc, cols, windows)
-        h = _rms_norm(x if all_positions else x[:, -1], self.final_norm, self.final_eps)
-        return torch.matmul(h, self.lm_head).float()
+        for index in range(self.num_layers):
+            x = self._layer(x, b, t, index, cos, sin, parts)
+        if not all_positions and t > 1:
+            x = x.view(b, t, -1)[:, -1]
+        logits = torch.mm(_rms_norm(x, self.final_norm, self.final_eps).to(self.dtype), self.lm_head).float()
+        return logits.view(b, t, -1) if all_positions else logits
 
 
 def prefill_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -281,7 +288,7 @@ def max_logit_gap(fw: LlamaStyleForward, model, ids: torch.Tensor, lengths: torc
     positions = (mask2d.long().cumsum(-1) - 1).clamp(min=0)
     cache = fw.new_cache(b, width)
     with torch.inference_mode():
-        window = Window(slice(0, b), 0, prefill_mask(lengths, width))
-        ours = fw.forward(ids, positions, cache, slice(0, width), [window], all_positions=True)
+        part = Part(slice(0, b), cache, slice(0, width), slice(0, width), prefill_mask(lengths, width))
+        ours = fw.forward(ids, positions, [part], all_positions=True)
         ref = model(input_ids=ids, attention_mask=mask2d.long(), position_ids=positions).logits.float()
     return (ours - ref)[mask2d].abs().max().item()
