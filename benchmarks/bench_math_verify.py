@@ -123,12 +123,8 @@ def _print_families(families: dict[str, dict]) -> None:
 
 
 def _errors(judged: list[bool], items: list[dict], n: int = 5) -> dict:
-    fps = [
-        (it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if j and not it["equivalent"]
-    ]
-    fns = [
-        (it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if not j and it["equivalent"]
-    ]
+    fps = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if j and not it["equivalent"]]
+    fns = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if not j and it["equivalent"]]
     return {"false_positives": fps[:n], "false_negatives": fns[:n]}
 
 
@@ -161,9 +157,7 @@ def main() -> None:
         "equivalent": sum(it["equivalent"] for it in items),
         "machine": machine,
         "restem": {k: v for k, v in restem.items() if k not in ("examples", "judged")},
-        "math_verify": None
-        if mv is None
-        else {k: v for k, v in mv.items() if k not in ("examples", "judged")},
+        "math_verify": None if mv is None else {k: v for k, v in mv.items() if k not in ("examples", "judged")},
     }
     if mv is not None:
         figures["speedup_1proc"] = round(restem["items_per_s"] / mv["items_per_s"], 1)
@@ -171,9 +165,7 @@ def main() -> None:
         print(f"speed-up: {figures['speedup_1proc']}x (1 process), {figures['speedup_batch']}x (batch)")
     families = _families(items, restem, mv)
     _print_families(families)
-    figures["families"] = {
-        name: [row["n"], row["restem_wrong"], row["mv_wrong"]] for name, row in families.items()
-    }
+    figures["families"] = {name: [row["n"], row["restem_wrong"], row["mv_wrong"]] for name, row in families.items()}
     if args.show_errors:
         print(json.dumps({"restem": restem["examples"], "math_verify": mv and mv["examples"]}, indent=1))
     print(json.dumps(figures))

@@ -27,9 +27,25 @@ from restem_pipeline.code_problems import embedded_code_problems
 from restem_pipeline.sandbox import SandboxPool, parse_tests, stdout_matches
 from restem_pipeline.sandbox.image import image_ref
 
-DOCKER_FLAGS = ["--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt",
-                "no-new-privileges", "--user", "65534:65534", "--pids-limit", "64", "--memory", "672m",
-                "--tmpfs", "/tmp:size=64m", "--log-driver", "none"]
+DOCKER_FLAGS = [
+    "--network",
+    "none",
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--user",
+    "65534:65534",
+    "--pids-limit",
+    "64",
+    "--memory",
+    "672m",
+    "--tmpfs",
+    "/tmp:size=64m",
+    "--log-driver",
+    "none",
+]
 
 
 def _jobs(problems) -> list[tuple[str, str, str]]:
@@ -45,15 +61,19 @@ def _rate(fn, jobs, workers: int) -> tuple[float, int]:
 
 def _subprocess_one(job) -> bool:
     prog, stdin, want = job
-    out = subprocess.run([sys.executable, "-I", "-c", prog], input=stdin, capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run([sys.executable, "-I", "-c", prog], input=stdin, capture_output=True, text=True, timeout=30)
     return stdout_matches(out.stdout, want)
 
 
 def _docker_run_one(job, image: str) -> bool:
     prog, stdin, want = job
-    out = subprocess.run(["docker", "run", "--rm", "-i", *DOCKER_FLAGS, image, "python3", "-I", "-c", prog],
-                         input=stdin, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["docker", "run", "--rm", "-i", *DOCKER_FLAGS, image, "python3", "-I", "-c", prog],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return stdout_matches(out.stdout, want)
 
 
@@ -77,22 +97,28 @@ def main() -> None:
     problems = embedded_code_problems(seed=0, n=n_problems)
     jobs = _jobs(problems)
     image = image_ref()
-    rows, figures = [], {"tests": len(jobs), "quick": args.quick, "machine": platform.machine(),
-                         "python": platform.python_version()}
+    rows, figures = (
+        [],
+        {"tests": len(jobs), "quick": args.quick, "machine": platform.machine(), "python": platform.python_version()},
+    )
     for workers in (1, 2):
         r_rate, r_ok, startup = _restem(problems, workers)
         s_rate, s_ok = _rate(_subprocess_one, jobs, workers)
         d_jobs = jobs[:n_docker_run]
         d_rate, d_ok = _rate(lambda j: _docker_run_one(j, image), d_jobs, workers)
-        for name, rate, ok, n in (("restem docker sandbox", r_rate, r_ok, len(jobs)),
-                                  ("raw python3 subprocess", s_rate, s_ok, len(jobs)),
-                                  ("docker run per test", d_rate, d_ok, len(d_jobs))):
+        for name, rate, ok, n in (
+            ("restem docker sandbox", r_rate, r_ok, len(jobs)),
+            ("raw python3 subprocess", s_rate, s_ok, len(jobs)),
+            ("docker run per test", d_rate, d_ok, len(d_jobs)),
+        ):
             if ok != n:
                 raise SystemExit(f"{name} at {workers} workers: only {ok}/{n} tests passed")
             rows.append((name, workers, n, rate))
         figures[f"w{workers}"] = {
-            "restem_tests_per_s": round(r_rate, 1), "subprocess_tests_per_s": round(s_rate, 1),
-            "docker_run_tests_per_s": round(d_rate, 1), "restem_pool_startup_s": round(startup, 2),
+            "restem_tests_per_s": round(r_rate, 1),
+            "subprocess_tests_per_s": round(s_rate, 1),
+            "docker_run_tests_per_s": round(d_rate, 1),
+            "restem_pool_startup_s": round(startup, 2),
             "ratio_vs_subprocess": round(r_rate / s_rate, 2),
             "ratio_vs_docker_run": round(r_rate / d_rate, 1),
         }

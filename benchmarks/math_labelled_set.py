@@ -360,9 +360,7 @@ def eq_currency(g: Gold) -> Made:
     if (
         g.value is None
         or g.value < 0
-        or not re.search(
-            r"\bdollars?\b|\bcents?\b|how much (?:money|did|does|do|will|would)", _question(g.problem)
-        )
+        or not re.search(r"\bdollars?\b|\bcents?\b|how much (?:money|did|does|do|will|would)", _question(g.problem))
     ):
         return None
     if g.is_int:
@@ -381,9 +379,7 @@ def eq_percent(g: Gold) -> Made:
 def eq_degrees(g: Gold) -> Made:
     if re.fullmatch(r"-?\d+(?:\.\d+)?\s*\^\\circ", g.text):
         return g.text.replace("^\\circ", random.choice(["", "^{\\circ}", "°", " \\text{ degrees}"])), None
-    if g.value is None or not re.search(
-        r"in degrees|how many degrees|degree measure|measure of", _question(g.problem)
-    ):
+    if g.value is None or not re.search(r"in degrees|how many degrees|degree measure|measure of", _question(g.problem)):
         return None
     return g.text + random.choice(["^\\circ", "^{\\circ}", "°"]), None
 
@@ -436,9 +432,7 @@ def eq_plain_forms(g: Gold) -> Made:
         return None
     sign = "-" if q < 0 else ""
     a, b = abs(q.numerator), q.denominator
-    return random.choice(
-        [f"{sign}{a}/{b}", f"{sign}\\frac{{{3 * a}}}{{{3 * b}}}", f"\\frac{{{sign}{a}}}{{{b}}}"]
-    ), None
+    return random.choice([f"{sign}{a}/{b}", f"{sign}\\frac{{{3 * a}}}{{{3 * b}}}", f"\\frac{{{sign}{a}}}{{{b}}}"]), None
 
 
 def eq_repeating(g: Gold) -> Made:
@@ -501,9 +495,7 @@ def eq_symbolic_form(g: Gold) -> Made:
         return f"{m.group(1)}\\sqrt{{{int(m.group(2)) ** 2 * int(m.group(3))}}}", None
     m = re.fullmatch(r"\\sqrt\{(\d+)\}", s)
     if m:
-        return random.choice(
-            [f"{m.group(1)}^{{1/2}}", f"\\frac{{\\sqrt{{{4 * int(m.group(1))}}}}}{{2}}"]
-        ), None
+        return random.choice([f"{m.group(1)}^{{1/2}}", f"\\frac{{\\sqrt{{{4 * int(m.group(1))}}}}}{{2}}"]), None
     if re.search(r"[a-z]", re.sub(r"\\[a-z]+", "", g.text)) and not re.search(r"[=,<>()\\]", g.text):
         factored = _factored(g.text)
         if factored and random.random() < 0.7:
@@ -517,9 +509,7 @@ def eq_pi_forms(g: Gold) -> Made:
     s = g.text.replace(" ", "")
     m = re.fullmatch(r"(-?)(\d+)\\pi", s)
     if m:
-        return random.choice(
-            [f"{m.group(1)}\\pi\\cdot{m.group(2)}", f"{m.group(1)}{m.group(2)}\\cdot\\pi"]
-        ), None
+        return random.choice([f"{m.group(1)}\\pi\\cdot{m.group(2)}", f"{m.group(1)}{m.group(2)}\\cdot\\pi"]), None
     m = re.fullmatch(r"(-?)\\frac\{(\d*)\\pi\}\{(\d+)\}", s)
     if m:
         a = m.group(2) or "1"
@@ -576,9 +566,7 @@ def ne_rounded_fraction(g: Gold) -> Made:
 def ne_percent_scale(g: Gold) -> Made:
     if g.value is None or "%" in g.text or g.value == 0:
         return None
-    return _decimal(g.value / 100) if g.is_int else (
-        _decimal(g.value * 100) if _terminating(g.value) else None
-    ), None
+    return _decimal(g.value / 100) if g.is_int else (_decimal(g.value * 100) if _terminating(g.value) else None), None
 
 
 def ne_interval_brackets(g: Gold) -> Made:

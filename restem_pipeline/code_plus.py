@@ -22,21 +22,28 @@ import json
 # each argument, "first_list" = lists inside the first argument, "second" / "first" = that argument,
 # "nested_then_args", "all" = every list at any depth).
 MBPP_INPUT_KINDS: dict[int, str] = {
-    **dict.fromkeys([2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616,
-                     630, 726, 740, 744, 809], "args"),
+    **dict.fromkeys(
+        [2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809],
+        "args",
+    ),
     **dict.fromkeys([63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780], "nested"),
     **dict.fromkeys([75, 413, 444, 753], "first_list"),
     **dict.fromkeys([106, 750], "second"),
     **dict.fromkeys([250, 405, 446, 617, 720, 763, 808], "first"),
     **dict.fromkeys([259, 401, 445], "nested_then_args"),
     **dict.fromkeys([580, 615, 791], "all"),
-    115: "sets", 124: "float_complex", 252: "complex", 278: "t278", 307: "first", 722: "dict_values",
+    115: "sets",
+    124: "float_complex",
+    252: "complex",
+    278: "t278",
+    307: "first",
+    722: "dict_values",
 }
 
 # evalplus compares only ``out is not None`` for these MBPP+ entry points (they return re.Match).
 MBPP_NOT_NONE = frozenset({"check_str", "text_match_three", "text_starta_endb"})
 
-PLUS_TEST = '''\
+PLUS_TEST = """\
 import copy as _rc, json as _rj, math as _rm
 _R_SRC = {ref!r}
 _R_INPUTS = _rj.loads({inputs!r})
@@ -114,12 +121,17 @@ def check(candidate):
         assert _r_close(_got, _want), f"input #{{_i}}: got {{_got!r:.200}}, expected {{_want!r:.200}}"
         _checked += 1
     assert _checked, "no input was valid for the reference"
-'''
+"""
 
 
-def plus_test_code(reference: str, entry: str, inputs: list, atol: float,
-                   mbpp_task: int | None = None) -> str:
+def plus_test_code(reference: str, entry: str, inputs: list, atol: float, mbpp_task: int | None = None) -> str:
     """Test code comparing a candidate with the reference on evalplus inputs (see module doc)."""
     kind = MBPP_INPUT_KINDS.get(mbpp_task, "plain") if mbpp_task is not None else "plain"
-    return PLUS_TEST.format(ref=reference, inputs=json.dumps(inputs), atol=float(atol), entry=entry,
-                            kind=kind, not_none=mbpp_task is not None and entry in MBPP_NOT_NONE)
+    return PLUS_TEST.format(
+        ref=reference,
+        inputs=json.dumps(inputs),
+        atol=float(atol),
+        entry=entry,
+        kind=kind,
+        not_none=mbpp_task is not None and entry in MBPP_NOT_NONE,
+    )

@@ -55,8 +55,9 @@ def apps_prompt(question: str, starter_code: str, call_based: bool) -> str:
     return "".join(parts)
 
 
-def _apps_problem(pid: str, question: str, io_raw, solutions_raw, difficulty: str | None, starter: str,
-                  split: str, path, record) -> Problem | None:
+def _apps_problem(
+    pid: str, question: str, io_raw, solutions_raw, difficulty: str | None, starter: str, split: str, path, record
+) -> Problem | None:
     if isinstance(io_raw, str):
         if not io_raw.strip():
             return None
@@ -83,9 +84,15 @@ def _apps_problem(pid: str, question: str, io_raw, solutions_raw, difficulty: st
     if fn_name is not None and not isinstance(fn_name, str):
         raise ProblemFormatError(str(path), record, "input_output.fn_name", "expected a string")
     return Problem(
-        id=f"apps/{pid}", domain="code", prompt=apps_prompt(question, starter or "", fn_name is not None),
-        source="apps", split=split, tests=json.dumps(io), level=APPS_LEVELS.get(difficulty or ""),
-        solution=solutions[0] if solutions else None, entry_point=fn_name,
+        id=f"apps/{pid}",
+        domain="code",
+        prompt=apps_prompt(question, starter or "", fn_name is not None),
+        source="apps",
+        split=split,
+        tests=json.dumps(io),
+        level=APPS_LEVELS.get(difficulty or ""),
+        solution=solutions[0] if solutions else None,
+        entry_point=fn_name,
     )
 
 
@@ -111,8 +118,9 @@ def load_apps_folder(path: str | Path, split: str = "train") -> list[Problem]:
         sols_path = d / "solutions.json"
         sols = sols_path.read_text() if sols_path.exists() else ""
         starter = starter_path.read_text() if starter_path.exists() else ""
-        prob = _apps_problem(d.name, q.read_text(), io_raw, sols, meta.get("difficulty"), starter, split,
-                             io_path, d.name)
+        prob = _apps_problem(
+            d.name, q.read_text(), io_raw, sols, meta.get("difficulty"), starter, split, io_path, d.name
+        )
         if prob:
             problems.append(prob)
     return problems
@@ -126,8 +134,17 @@ def load_apps_jsonl(path: str | Path, split: str = "train") -> list[Problem]:
         if not isinstance(pid, int | str):
             raise ProblemFormatError(str(path), lineno, "problem_id", "missing or not an int/string")
         question = _need(row, "question", path, lineno)
-        prob = _apps_problem(str(pid), question, row.get("input_output", ""), row.get("solutions", ""),
-                             row.get("difficulty"), row.get("starter_code") or "", split, path, lineno)
+        prob = _apps_problem(
+            str(pid),
+            question,
+            row.get("input_output", ""),
+            row.get("solutions", ""),
+            row.get("difficulty"),
+            row.get("starter_code") or "",
+            split,
+            path,
+            lineno,
+        )
         if prob:
             problems.append(prob)
     return problems
@@ -143,11 +160,18 @@ def load_humaneval(path: str | Path) -> list[Problem]:
         tid, prompt = _need(row, "task_id", path, lineno), _need(row, "prompt", path, lineno)
         entry, test = _need(row, "entry_point", path, lineno), _need(row, "test", path, lineno)
         canonical = row.get("canonical_solution")
-        problems.append(Problem(
-            id=tid, domain="code", prompt=prompt, source="humaneval", split="test",
-            tests=json.dumps({"test_code": test, "entry_point": entry}),
-            solution=prompt + canonical if isinstance(canonical, str) else None, entry_point=entry,
-        ))
+        problems.append(
+            Problem(
+                id=tid,
+                domain="code",
+                prompt=prompt,
+                source="humaneval",
+                split="test",
+                tests=json.dumps({"test_code": test, "entry_point": entry}),
+                solution=prompt + canonical if isinstance(canonical, str) else None,
+                entry_point=entry,
+            )
+        )
     return problems
 
 
@@ -178,11 +202,18 @@ def _load_plus(path, source: str, split_of) -> list[Problem]:
             raise ProblemFormatError(str(path), lineno, "atol", "not a number") from None
         mbpp_task = int(tid.split("/")[-1]) if source == "mbppplus" else None
         test = plus_test_code(reference, entry, inputs, atol, mbpp_task)
-        problems.append(Problem(
-            id=tid, domain="code", prompt=prompt, source=source, split=split_of(tid),
-            tests=json.dumps({"test_code": test, "entry_point": entry}), solution=reference,
-            entry_point=entry,
-        ))
+        problems.append(
+            Problem(
+                id=tid,
+                domain="code",
+                prompt=prompt,
+                source=source,
+                split=split_of(tid),
+                tests=json.dumps({"test_code": test, "entry_point": entry}),
+                solution=reference,
+                entry_point=entry,
+            )
+        )
     return problems
 
 
@@ -236,12 +267,20 @@ def load_mbpp(path: str | Path) -> list[Problem]:
         tests = _need(row, "test_list", path, record, list)
         setup = row.get("test_setup_code") or "\n".join(row.get("test_imports") or [])
         entry = mbpp_entry_point(tests, row.get("code"))
-        problems.append(Problem(
-            id=f"mbpp/{tid}", domain="code", prompt=mbpp_prompt(text, tests), source="mbpp",
-            split=mbpp_split(tid), solution=row.get("code"), entry_point=entry,
-            tests=json.dumps({"test_code": (setup + "\n" if setup else "") + "\n".join(tests),
-                              "entry_point": entry}),
-        ))
+        problems.append(
+            Problem(
+                id=f"mbpp/{tid}",
+                domain="code",
+                prompt=mbpp_prompt(text, tests),
+                source="mbpp",
+                split=mbpp_split(tid),
+                solution=row.get("code"),
+                entry_point=entry,
+                tests=json.dumps(
+                    {"test_code": (setup + "\n" if setup else "") + "\n".join(tests), "entry_point": entry}
+                ),
+            )
+        )
     return problems
 
 

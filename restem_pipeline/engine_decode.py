@@ -22,7 +22,7 @@ from restem_pipeline.engine_llama import KVCache, Part, prefill_mask
 from restem_pipeline.sampling import Completion, SamplingParams
 
 PREFILL_SLACK = (1.1, 2)  # a prefill bucket's longest prompt is at most 1.1 x its shortest + 2 tokens
-GROUP_SLACK = (4.0, 64)  # rows of one decode group (one cache): longest <= 4 x shortest + 64 (fewer, bigger groups measured faster)
+GROUP_SLACK = (4.0, 64)  # one decode group (one cache): longest <= 4 x shortest + 64 (bigger groups measured faster)
 BUCKET_TOKENS = 16384  # a prefill bucket holds at most this many padded tokens (bounds its activations)
 COMPACT_FRACTION = 0.125  # drop finished rows once they are this share of the live batch
 

@@ -84,12 +84,15 @@ def test_mbpp_full_sanitized_and_plus():
     assert "_R_KIND = 'args'" in json.loads(m2.tests)["test_code"]  # tuples rebuilt as evalplus does
 
 
-@pytest.mark.parametrize(("names", "entry"), [
-    (["assert f(1) == 2"], "f"),
-    (["assert set(similar(1, 2)) == set((4, 5))"], "similar"),
-    (["assert math.isclose(area(2), 12.5, rel_tol=0.001)"], "area"),
-    (["assert not is_ok(3)"], "is_ok"),
-])
+@pytest.mark.parametrize(
+    ("names", "entry"),
+    [
+        (["assert f(1) == 2"], "f"),
+        (["assert set(similar(1, 2)) == set((4, 5))"], "similar"),
+        (["assert math.isclose(area(2), 12.5, rel_tol=0.001)"], "area"),
+        (["assert not is_ok(3)"], "is_ok"),
+    ],
+)
 def test_mbpp_entry_point(names, entry):
     assert cp.mbpp_entry_point(names) == entry
 

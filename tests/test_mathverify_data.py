@@ -45,9 +45,7 @@ def test_every_math_answer_verifies_against_its_own_solution(math_rows: list[dic
     answers = [parse_gold(r["solution"], "math_solution") for r in rows]
     results = verify_batch(answers, [r["solution"] for r in rows], gold_format="math_solution", workers=2)
     failed = [
-        (r["unique_id"], a, x.status)
-        for r, a, x in zip(rows, answers, results, strict=True)
-        if x.status != "correct"
+        (r["unique_id"], a, x.status) for r, a, x in zip(rows, answers, results, strict=True) if x.status != "correct"
     ]
     assert failed == []
     invalid = verify_batch(
@@ -77,7 +75,5 @@ def test_every_gsm8k_gold_parses_to_a_number() -> None:
     assert len(rows) == 7_473 + 1_319
     golds = [parse_gold(r["answer"], "gsm8k") for r in rows]
     # The last line's number verifies against the whole annotated answer.
-    results = verify_batch(
-        [f"\\boxed{{{g}}}" for g in golds], [r["answer"] for r in rows], gold_format="gsm8k"
-    )
+    results = verify_batch([f"\\boxed{{{g}}}" for g in golds], [r["answer"] for r in rows], gold_format="gsm8k")
     assert [r.status for r in results] == [Status.CORRECT] * len(rows)

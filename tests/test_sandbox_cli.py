@@ -20,12 +20,21 @@ def _run(argv: list[str]) -> int:
 
 
 ROWS = [
-    {"id": "a", "program": "print(sum(map(int, input().split())))",
-     "tests": {"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]}},
-    {"id": "b", "program": "def f(x):\n    return x * 2\n",
-     "tests": json.dumps({"fn_name": "f", "inputs": [[1], [2]], "outputs": [2, 5]})},
-    {"id": "c", "program": "def g(x):\n    return x\n",
-     "tests": {"test_code": "def check(candidate):\n    assert candidate(1) == 1\n", "entry_point": "g"}},
+    {
+        "id": "a",
+        "program": "print(sum(map(int, input().split())))",
+        "tests": {"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]},
+    },
+    {
+        "id": "b",
+        "program": "def f(x):\n    return x * 2\n",
+        "tests": json.dumps({"fn_name": "f", "inputs": [[1], [2]], "outputs": [2, 5]}),
+    },
+    {
+        "id": "c",
+        "program": "def g(x):\n    return x\n",
+        "tests": {"test_code": "def check(candidate):\n    assert candidate(1) == 1\n", "entry_point": "g"},
+    },
     {"id": "d", "program": "while True: pass", "tests": {"inputs": ["\n"], "outputs": ["\n"]}},
 ]
 
@@ -37,21 +46,27 @@ def test_verify_code_writes_statuses(tmp_path, capsys):
     assert _run(["verify", "code", str(src), "-o", str(out), "--timeout", "1"]) == 0
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["id"], r["status"], r["test_statuses"], r["reward"]) for r in got] == [
-        ("a", "pass", ["pass", "pass"], 1.0), ("b", "fail", ["pass", "fail"], 0.0),
-        ("c", "pass", ["pass"], 1.0), ("d", "timeout", ["timeout"], 0.0)]
+        ("a", "pass", ["pass", "pass"], 1.0),
+        ("b", "fail", ["pass", "fail"], 0.0),
+        ("c", "pass", ["pass"], 1.0),
+        ("d", "timeout", ["timeout"], 0.0),
+    ]
     assert got[1]["program"] == ROWS[1]["program"]  # the input line is written back, extended
     err = capsys.readouterr().err
     assert "verify code" in err and "pass 2" in err  # progress bar and summary on stderr
 
 
-@pytest.mark.parametrize(("line", "field"), [
-    ("{not json", "<json>"),
-    ('["a list"]', "<json>"),
-    ('{"tests": {"inputs": ["1"], "outputs": ["1"]}}', "program"),
-    ('{"program": "print(1)"}', "tests"),
-    ('{"program": "print(1)", "tests": {"inputs": ["1"], "outputs": []}}', "tests.outputs"),
-    ('{"program": "print(1)", "tests": {"fn_name": "f", "inputs": [1], "outputs": [1]}}', "tests.inputs[0]"),
-])
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("{not json", "<json>"),
+        ('["a list"]', "<json>"),
+        ('{"tests": {"inputs": ["1"], "outputs": ["1"]}}', "program"),
+        ('{"program": "print(1)"}', "tests"),
+        ('{"program": "print(1)", "tests": {"inputs": ["1"], "outputs": []}}', "tests.outputs"),
+        ('{"program": "print(1)", "tests": {"fn_name": "f", "inputs": [1], "outputs": [1]}}', "tests.inputs[0]"),
+    ],
+)
 def test_bad_input_names_file_line_and_field(tmp_path, capsys, line, field):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps(ROWS[0]) + "\n" + line + "\n")

@@ -76,18 +76,21 @@ def test_parse_test_code():
     assert case.mode == "code" and case.entry_point == "f"
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    ("not json", "tests"),
-    ("[1, 2]", "tests"),
-    ('{"inputs": ["1"]}', "tests"),
-    ('{"inputs": ["1"], "outputs": []}', "tests.outputs"),
-    ('{"inputs": [], "outputs": []}', "tests.inputs"),
-    ('{"fn_name": "f", "inputs": [1], "outputs": [1]}', "tests.inputs[0]"),
-    ('{"fn_name": "not valid", "inputs": [[1]], "outputs": [1]}', "tests.fn_name"),
-    ('{"inputs": [3], "outputs": ["3"]}', "tests.inputs[0]"),
-    ('{"test_code": ""}', "tests.test_code"),
-    ('{"test_code": "pass", "entry_point": "a b"}', "tests.entry_point"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ("not json", "tests"),
+        ("[1, 2]", "tests"),
+        ('{"inputs": ["1"]}', "tests"),
+        ('{"inputs": ["1"], "outputs": []}', "tests.outputs"),
+        ('{"inputs": [], "outputs": []}', "tests.inputs"),
+        ('{"fn_name": "f", "inputs": [1], "outputs": [1]}', "tests.inputs[0]"),
+        ('{"fn_name": "not valid", "inputs": [[1]], "outputs": [1]}', "tests.fn_name"),
+        ('{"inputs": [3], "outputs": ["3"]}', "tests.inputs[0]"),
+        ('{"test_code": ""}', "tests.test_code"),
+        ('{"test_code": "pass", "entry_point": "a b"}', "tests.entry_point"),
+    ],
+)
 def test_bad_specs_name_the_field(spec, field):
     with pytest.raises(TestSpecError) as err:
         parse_tests(spec)

@@ -36,15 +36,21 @@ def _statuses(results):
 
 def test_semantics_per_format(pool):
     call = json.dumps({"fn_name": "f", "inputs": [[1, 2], [[3], 4]], "outputs": [[3], [[3, 4]]]})
-    he = json.dumps({"test_code": "def check(candidate):\n    assert candidate(2) == 4\n",
-                     "entry_point": "sq"})
-    mbpp = json.dumps({"test_code": "import math\nassert sq(3) == 9\nassert math.isclose(sq(0.5), 0.25)",
-                       "entry_point": "sq"})
-    progs = [ADD, "print(1)", "def f(a, b):\n    return a + b if isinstance(a, int) else (*a, b)\n",
-             "class Solution:\n    def f(self, a, b):\n        return 3 if a == 1 else [3, 4]\n",
-             "def f(a, b):\n    return '3'\n", "def sq(x):\n    return x * x\n",
-             "def sq(x):\n    return x * x\n",
-             "def sq(x):\n    return x + x\n", "x = 1 +\n"]
+    he = json.dumps({"test_code": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "sq"})
+    mbpp = json.dumps(
+        {"test_code": "import math\nassert sq(3) == 9\nassert math.isclose(sq(0.5), 0.25)", "entry_point": "sq"}
+    )
+    progs = [
+        ADD,
+        "print(1)",
+        "def f(a, b):\n    return a + b if isinstance(a, int) else (*a, b)\n",
+        "class Solution:\n    def f(self, a, b):\n        return 3 if a == 1 else [3, 4]\n",
+        "def f(a, b):\n    return '3'\n",
+        "def sq(x):\n    return x * x\n",
+        "def sq(x):\n    return x * x\n",
+        "def sq(x):\n    return x + x\n",
+        "x = 1 +\n",
+    ]
     tests = [IO, IO, call, call, call, he, mbpp, mbpp, IO]
     res = pool.run_programs(progs, tests, timeout_s=5)
     assert _statuses(res) == ["pass", "fail", "pass", "pass", "fail", "pass", "pass", "fail", "runtime_error"]
@@ -105,8 +111,10 @@ def test_apps_original_layout_solutions_pass_and_mutations_fail(pool):
     res = pool.run_programs(progs, tests, timeout_s=10)
     assert _statuses(res) == ["pass"] * len(progs)
     # Mutations: stdin/stdout solutions print one extra token; call-based ones return a wrong value.
-    wrong_call = {"apps/2404": "class Solution:\n    def findKthPositive(self, arr, k):\n        return k\n",
-                  "apps/4184": "def is_prime(num):\n    return num > 1\n"}
+    wrong_call = {
+        "apps/2404": "class Solution:\n    def findKthPositive(self, arr, k):\n        return k\n",
+        "apps/4184": "def is_prime(num):\n    return num > 1\n",
+    }
     mutated = [wrong_call.get(p.id, p.solution + "\nprint(0)\n") for p in problems]
     res = pool.run_programs(mutated, [p.tests for p in problems], timeout_s=10)
     assert _statuses(res) == ["fail"] * 5, [r.detail for r in res]
@@ -120,8 +128,9 @@ def test_plus_sets_sample(pool):
     res = pool.run_programs([p.solution for p in problems], [p.tests for p in problems], timeout_s=30)
     assert {p.id: r.detail for p, r in zip(problems, res, strict=True) if r.status != "pass"} == {}
     # A solution right on the base inputs but wrong on a plus edge case fails.
-    (r,) = pool.run_programs(["def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))[:2]\n"],
-                             [mb[0].tests], timeout_s=30)
+    (r,) = pool.run_programs(
+        ["def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))[:2]\n"], [mb[0].tests], timeout_s=30
+    )
     assert r.status == "fail"
 
 
@@ -150,6 +159,7 @@ def test_killed_container_is_an_infra_error_then_retried(pool):
     assert not before & set(pool.container_ids())  # replaced
 
     with SandboxPool(workers=1, retries=0) as fragile:
+
         def kill_fragile():
             time.sleep(0.5)
             for cid in fragile.container_ids():

@@ -54,8 +54,11 @@ def test_container_isolation_settings():
 @pytest.mark.docker
 def test_stale_containers_are_removed_on_start():
     client = docker.from_env()
-    stale = client.api.create_container(image.image_ref(), command=["sleep", "600"],
-                                        labels={LABEL: "1", OWNER_LABEL: f"{socket.gethostname()}:999999999"})
+    stale = client.api.create_container(
+        image.image_ref(),
+        command=["sleep", "600"],
+        labels={LABEL: "1", OWNER_LABEL: f"{socket.gethostname()}:999999999"},
+    )
     client.api.start(stale["Id"])
     assert remove_stale_containers(client) >= 1
     assert client.api.containers(all=True, filters={"id": stale["Id"]}) == []

@@ -141,9 +141,7 @@ def verify_batch(
             results[i] = MathResult(Status.INVALID_GOLD, None, None, str(gold_answer))
             continue
         if not isinstance(prediction, str):
-            results[i] = MathResult(
-                Status.UNPARSEABLE_PREDICTION, None, gold_answer, "prediction is not text"
-            )
+            results[i] = MathResult(Status.UNPARSEABLE_PREDICTION, None, gold_answer, "prediction is not text")
             continue
         candidates = extract_answers(prediction, last_number_fallback=last_number_fallback)
         if not candidates:

@@ -80,9 +80,7 @@ def records_of(path: Path) -> list[dict]:
                     raise InputError(f"{path}:{lineno}: missing field {field!r}")
                 value = record[field]
                 if isinstance(value, bool) or not isinstance(value, str | int | float):
-                    raise InputError(
-                        f"{path}:{lineno}: field {field!r} must be a string, got {type(value).__name__}"
-                    )
+                    raise InputError(f"{path}:{lineno}: field {field!r} must be a string, got {type(value).__name__}")
             records.append(record)
     return records
 

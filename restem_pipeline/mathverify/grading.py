@@ -163,9 +163,7 @@ class Grader:
                 return False
             p_rows, g_rows = [p_flat], [g_flat]
         return _all(
-            self.equal(p, g)
-            for pr, gr in zip(p_rows, g_rows, strict=True)
-            for p, g in zip(pr, gr, strict=True)
+            self.equal(p, g) for pr, gr in zip(p_rows, g_rows, strict=True) for p, g in zip(pr, gr, strict=True)
         )
 
     def equations_equal(self, pred: Shape, gold: Shape) -> bool | None:
@@ -244,9 +242,7 @@ def _either(a: bool | None, b: bool | None) -> bool | None:
 
 
 def _numeric_equation(shape: Shape) -> bool:
-    return shape[2][0] == "scalar" and all(
-        _number_of(_flag_of(t)[1]) is not None for t in (shape[1], shape[2][1])
-    )
+    return shape[2][0] == "scalar" and all(_number_of(_flag_of(t)[1]) is not None for t in (shape[1], shape[2][1]))
 
 
 def _flag_of(text: str) -> tuple[str, str]:
@@ -279,9 +275,7 @@ def _base_digits_equal(pred: str, gold: str) -> bool | None:
         if other is None or not re.fullmatch(r"[0-9A-Za-z]+", bare.replace(" ", "")):
             return None if other is None else False
         return bare.replace(" ", "").lstrip("0").lower() == other.group(1).lstrip("0").lower()
-    return p.group(1).lstrip("0").lower() == g.group(1).lstrip("0").lower() and int(p.group(2)) == int(
-        g.group(2)
-    )
+    return p.group(1).lstrip("0").lower() == g.group(1).lstrip("0").lower() and int(p.group(2)) == int(g.group(2))
 
 
 def _floats_reject(a: Node, b: Node) -> bool:

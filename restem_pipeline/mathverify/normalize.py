@@ -42,9 +42,7 @@ _RELATIONS = [
 ]
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![a-zA-Z])|\^\s*\{\s*\\circ\s*\}|°")
 # A bare unit tail needs a space before it ("20 miles", "4 cm^2"): "3qr" or "6xy^2" are products.
-_UNIT_TAIL = re.compile(
-    r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s+(?P<unit>(?:[a-zA-Z]+\.?\s*(?:\^\s*\{?\d\}?)?\s*)+)$"
-)
+_UNIT_TAIL = re.compile(r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s+(?P<unit>(?:[a-zA-Z]+\.?\s*(?:\^\s*\{?\d\}?)?\s*)+)$")
 # A unit written in a text command after the value: "0.54\text{ m}", "15\mbox{ cm}^2".
 _TEXT_UNIT_TAIL = re.compile(
     r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s*"

@@ -34,9 +34,7 @@ def split_top(text: str, seps: tuple[str, ...]) -> tuple[list[str], list[str]]:
         ch = text[i]
         if depth == 0:
             sep = next((s for s in seps if text.startswith(s, i)), None)
-            if sep is not None and not (
-                sep[-1].isalpha() and i + len(sep) < n and text[i + len(sep)].isalpha()
-            ):
+            if sep is not None and not (sep[-1].isalpha() and i + len(sep) < n and text[i + len(sep)].isalpha()):
                 parts.append(text[start:i])
                 found.append(sep)
                 i += len(sep)

@@ -53,11 +53,7 @@ def to_sympy(node: Node) -> sympy.Expr:
         return to_sympy(node[1]) / to_sympy(node[2])
     if kind == "^":
         base, exp = to_sympy(node[1]), to_sympy(node[2])
-        if (
-            base.is_Integer
-            and exp.is_Integer
-            and abs(int(exp)) * max(abs(int(base)).bit_length(), 1) > _MAX_EXACT_BITS
-        ):
+        if base.is_Integer and exp.is_Integer and abs(int(exp)) * max(abs(int(base)).bit_length(), 1) > _MAX_EXACT_BITS:
             return sympy.Pow(base, exp, evaluate=False)
         return base**exp
     if kind == "!":
@@ -127,9 +123,7 @@ class SympyBackend:
         checked = 0
         for point in symbol_points(set(by_name), 8, seed=11, signed=True):
             subs = {by_name[n]: Rational(round(v * 1000), 1000) for n, v in point.items()}
-            close = _close(
-                _numeric(a, _POINT_DIGITS, subs), _numeric(b, _POINT_DIGITS, subs), _POINT_REL_EQUAL
-            )
+            close = _close(_numeric(a, _POINT_DIGITS, subs), _numeric(b, _POINT_DIGITS, subs), _POINT_REL_EQUAL)
             if close is False:
                 return False
             checked += close is True

@@ -19,6 +19,16 @@ from restem_pipeline.sandbox.results import STATUSES, ProgramResult, overall_sta
 from restem_pipeline.sandbox.workers import InfraError, Limits
 
 __all__ = [
-    "BACKENDS", "STATUSES", "InfraError", "Limits", "ProgramResult", "SandboxPool", "TestSpecError",
-    "overall_status", "parse_tests", "run_programs", "stdout_matches", "value_matches",
+    "BACKENDS",
+    "STATUSES",
+    "InfraError",
+    "Limits",
+    "ProgramResult",
+    "SandboxPool",
+    "TestSpecError",
+    "overall_status",
+    "parse_tests",
+    "run_programs",
+    "stdout_matches",
+    "value_matches",
 ]

@@ -22,8 +22,12 @@ def add_parsers(sub: argparse._SubParsersAction, verify_sub: argparse._SubParser
     p = verify_sub.add_parser("code", help="run Python programs against unit tests in the Docker sandbox")
     p.add_argument("input", help="JSON lines with 'program' and 'tests'")
     p.add_argument("-o", "--output", default="-", help="where to write the judged lines (default stdout)")
-    p.add_argument("--backend", default="docker", choices=["docker", "unsafe-local"],
-                   help="'unsafe-local': plain host processes, NO isolation (development only)")
+    p.add_argument(
+        "--backend",
+        default="docker",
+        choices=["docker", "unsafe-local"],
+        help="'unsafe-local': plain host processes, NO isolation (development only)",
+    )
     p.add_argument("--workers", type=int, default=2, help="containers running programs in parallel")
     p.add_argument("--timeout", type=float, default=6.0, help="wall-clock seconds per test")
     p.add_argument("--mem-mb", type=int, default=512, help="memory limit per test (MiB)")
@@ -76,9 +80,16 @@ def verify_code_command(args: argparse.Namespace) -> int:
         print("warning: --backend unsafe-local runs programs with NO isolation", file=sys.stderr)
     bar = tqdm(total=len(rows), desc="verify code", unit="prog", file=sys.stderr, disable=args.no_progress)
     try:
-        results = run_programs(programs, tests, backend=args.backend, workers=args.workers,
-                               timeout_s=args.timeout, limits=Limits(mem_mb=args.mem_mb),
-                               stop_on_fail=args.stop_on_fail, progress=bar.update)
+        results = run_programs(
+            programs,
+            tests,
+            backend=args.backend,
+            workers=args.workers,
+            timeout_s=args.timeout,
+            limits=Limits(mem_mb=args.mem_mb),
+            stop_on_fail=args.stop_on_fail,
+            progress=bar.update,
+        )
     except InfraError as e:
         print(f"error: sandbox unavailable: {e}", file=sys.stderr)
         return 2

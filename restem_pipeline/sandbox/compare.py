@@ -102,8 +102,7 @@ def parse_tests(tests: str | dict) -> list[TestCase]:
             cases.append(TestCase(mode="call", args=args, fn_name=fn_name, expected=outputs[i]))
         return cases
     return [
-        TestCase(mode="stdio", stdin=_as_text(inp, f"tests.inputs[{i}]"),
-                 expected=_as_text(out, f"tests.outputs[{i}]"))
+        TestCase(mode="stdio", stdin=_as_text(inp, f"tests.inputs[{i}]"), expected=_as_text(out, f"tests.outputs[{i}]"))
         for i, (inp, out) in enumerate(zip(inputs, outputs, strict=True))
     ]
 

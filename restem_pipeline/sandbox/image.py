@@ -32,8 +32,15 @@ BASE_REPO = "restem-sandbox-base"
 SUITE = "bookworm"
 VARIANT = "minbase"
 PACKAGES = ("python3",)
-PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
-         "var/lib/apt/lists", "var/log")
+PRUNE = (
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "var/log",
+)
 MIRROR = "http://deb.debian.org/debian"
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 RUNNER_IN_IMAGE = "/opt/restem/runner.py"
@@ -82,8 +89,9 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
     return True
 
 
-def build_image(client: docker.DockerClient | None = None, *, log: Callable[[str], None] = print,
-                mirror: str | None = None) -> str:
+def build_image(
+    client: docker.DockerClient | None = None, *, log: Callable[[str], None] = print, mirror: str | None = None
+) -> str:
     """Build (if missing) and return the sandbox image reference. Idempotent."""
     client = client or docker.from_env(timeout=600)
     ref = image_ref()
@@ -100,8 +108,15 @@ def build_image(client: docker.DockerClient | None = None, *, log: Callable[[str
         (Path(ctx) / "Dockerfile").write_text(DOCKERFILE.format(base=base, runner=RUNNER_IN_IMAGE))
         log(f"building {ref} from {base}")
         try:
-            client.images.build(path=ctx, tag=ref, pull=False, rm=True, forcerm=True, network_mode="none",
-                                labels={"restem.sandbox": "1", "restem.recipe": image_tag()})
+            client.images.build(
+                path=ctx,
+                tag=ref,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                network_mode="none",
+                labels={"restem.sandbox": "1", "restem.recipe": image_tag()},
+            )
         except (docker.errors.BuildError, docker.errors.APIError) as e:
             raise ImageBuildError(f"docker build of {ref} failed: {e}") from e
     log(f"built {ref}")
@@ -117,8 +132,7 @@ def _build_base(client: docker.DockerClient, base: str, mirror: str, log: Callab
     work = Path(tempfile.mkdtemp(prefix="restem-rootfs-", dir=os.environ.get("RESTEM_BUILD_TMP")))
     try:
         root = work / "root"
-        cmd = [debootstrap, f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}", SUITE, str(root),
-               mirror]
+        cmd = [debootstrap, f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror]
         log(f"debootstrap {SUITE} with {','.join(PACKAGES)} from {mirror} (a few minutes)")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT_S)
@@ -135,15 +149,18 @@ def _build_base(client: docker.DockerClient, base: str, mirror: str, log: Callab
         if not (root / "usr/lib/python3.11/json/__init__.py").exists():
             raise ImageBuildError("the debootstrapped root has no full python3 standard library")
         tar = work / "rootfs.tar"
-        proc = subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tar), "."],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["tar", "--numeric-owner", "-C", str(root), "-cf", str(tar), "."],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             raise ImageBuildError(f"tar of the root failed: {proc.stderr[-1000:]}")
         repo, tag = base.split(":")
         log(f"importing {base} ({tar.stat().st_size >> 20} MiB)")
         try:
-            client.api.import_image(src=str(tar), repository=repo, tag=tag,
-                                    changes=["LABEL restem.sandbox=1"])
+            client.api.import_image(src=str(tar), repository=repo, tag=tag, changes=["LABEL restem.sandbox=1"])
         except docker.errors.APIError as e:
             raise ImageBuildError(f"docker import failed: {e}") from e
         if not image_exists(client, base):

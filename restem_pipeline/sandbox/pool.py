@@ -38,13 +38,21 @@ HOST_SLACK_S = 10.0
 class SandboxPool:
     """Warm workers reusable across batches::
 
-        with SandboxPool(workers=2) as pool:
-            results = pool.run_programs(programs, tests, timeout_s=4)
+    with SandboxPool(workers=2) as pool:
+        results = pool.run_programs(programs, tests, timeout_s=4)
     """
 
-    def __init__(self, backend: str = "docker", workers: int = 2, *, image: str | None = None,
-                 limits: Limits | None = None, retries: int = 2, engine_timeout_s: float = 60.0,
-                 host_slack_s: float = HOST_SLACK_S):
+    def __init__(
+        self,
+        backend: str = "docker",
+        workers: int = 2,
+        *,
+        image: str | None = None,
+        limits: Limits | None = None,
+        retries: int = 2,
+        engine_timeout_s: float = 60.0,
+        host_slack_s: float = HOST_SLACK_S,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if workers < 1:
@@ -125,9 +133,15 @@ class SandboxPool:
 
     # --------------------------------------------------------------------------------------- run
 
-    def run_programs(self, programs: Sequence[str], tests: Sequence[str | dict], *,
-                     timeout_s: float = DEFAULT_TIMEOUT_S, stop_on_fail: bool = False,
-                     progress: Callable[[int], None] | None = None) -> list[ProgramResult]:
+    def run_programs(
+        self,
+        programs: Sequence[str],
+        tests: Sequence[str | dict],
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        stop_on_fail: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[ProgramResult]:
         """Run ``programs[i]`` against ``tests[i]`` (a ``Problem.tests`` JSON string); order kept.
 
         ``timeout_s`` is the wall-clock limit per test. ``stop_on_fail`` skips a program's remaining
@@ -156,8 +170,7 @@ class SandboxPool:
         with ThreadPoolExecutor(self.n_workers) as ex:
             return list(ex.map(job, range(len(programs))))
 
-    def _run_one(self, worker, program: str, cases: list[TestCase], timeout_s: float,
-                 stop_on_fail: bool):
+    def _run_one(self, worker, program: str, cases: list[TestCase], timeout_s: float, stop_on_fail: bool):
         t0 = time.monotonic()
         results: list[TestResult] = []
         for case in cases:
@@ -169,15 +182,22 @@ class SandboxPool:
             results.append(judge(case, resp))
         statuses = [r.status for r in results]
         status = overall_status(statuses)
-        detail = next((f"test {i}: {r.detail}" for i, r in enumerate(results) if r.status == status
-                       and status != "pass"), "")
-        return ProgramResult(status, statuses, detail, time.monotonic() - t0,
-                             [r.detail for r in results]), worker
+        detail = next(
+            (f"test {i}: {r.detail}" for i, r in enumerate(results) if r.status == status and status != "pass"), ""
+        )
+        return ProgramResult(status, statuses, detail, time.monotonic() - t0, [r.detail for r in results]), worker
 
     def _request(self, program: str, case: TestCase, timeout_s: float) -> dict:
         lim = self.limits
-        req = {"op": "run", "mode": case.mode, "program": program, "timeout_s": timeout_s,
-               "mem_mb": lim.mem_mb, "output_limit": lim.output_limit, "file_limit": lim.file_limit}
+        req = {
+            "op": "run",
+            "mode": case.mode,
+            "program": program,
+            "timeout_s": timeout_s,
+            "mem_mb": lim.mem_mb,
+            "output_limit": lim.output_limit,
+            "file_limit": lim.file_limit,
+        }
         if case.mode == "stdio":
             req["stdin"] = case.stdin
         elif case.mode == "call":
@@ -224,11 +244,19 @@ class _BrokenWorker:
         pass
 
 
-def run_programs(programs: Sequence[str], tests: Sequence[str | dict], *, backend: str = "docker",
-                 workers: int = 2, timeout_s: float = DEFAULT_TIMEOUT_S, stop_on_fail: bool = False,
-                 limits: Limits | None = None, image: str | None = None, retries: int = 2,
-                 progress: Callable[[int], None] | None = None) -> list[ProgramResult]:
+def run_programs(
+    programs: Sequence[str],
+    tests: Sequence[str | dict],
+    *,
+    backend: str = "docker",
+    workers: int = 2,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    stop_on_fail: bool = False,
+    limits: Limits | None = None,
+    image: str | None = None,
+    retries: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> list[ProgramResult]:
     """One-shot batch: open a pool, run, close. Reuse :class:`SandboxPool` across batches instead."""
     with SandboxPool(backend, workers, image=image, limits=limits, retries=retries) as pool:
-        return pool.run_programs(programs, tests, timeout_s=timeout_s, stop_on_fail=stop_on_fail,
-                                 progress=progress)
+        return pool.run_programs(programs, tests, timeout_s=timeout_s, stop_on_fail=stop_on_fail, progress=progress)

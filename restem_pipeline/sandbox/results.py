@@ -55,8 +55,12 @@ class ProgramResult:
         return self.status == "infra_error"
 
     def to_row(self) -> dict:
-        return {"status": self.status, "tests": list(self.tests), "detail": self.detail,
-                "elapsed_s": round(self.elapsed_s, 4)}
+        return {
+            "status": self.status,
+            "tests": list(self.tests),
+            "detail": self.detail,
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
 
 
 def overall_status(statuses: list[str]) -> str:

@@ -65,8 +65,14 @@ IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE (3.10+)
 PLAIN = (type(None), bool, int, float, complex, str, list, tuple, dict, set, frozenset)
 TRUSTED_EQ = {
     c: c.__eq__
-    for c in (collections.Counter, collections.OrderedDict, collections.defaultdict, collections.deque,
-              fractions.Fraction, decimal.Decimal)
+    for c in (
+        collections.Counter,
+        collections.OrderedDict,
+        collections.defaultdict,
+        collections.deque,
+        fractions.Fraction,
+        decimal.Decimal,
+    )
 }
 
 
@@ -79,7 +85,10 @@ CALL_PREAMBLE = compile(
     "from functools import lru_cache\n"
     "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
     "from typing import List, Tuple, Dict, Optional\n"
-    "from heapq import *\n", "<preamble>", "exec")
+    "from heapq import *\n",
+    "<preamble>",
+    "exec",
+)
 
 
 class NotPlainData(BaseException):
@@ -138,9 +147,13 @@ def _child(req: dict, stdin_fd: int, out_w: int, err_w: int, res_w: int, workdir
         os.closerange(RESULT_FD + 1, 4096)
         mem = int(req["mem_mb"]) << 20
         cpu = int(float(req["timeout_s"])) + 2
-        for lim, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
-                         (resource.RLIMIT_FSIZE, int(req["file_limit"])), (resource.RLIMIT_CORE, 0),
-                         (resource.RLIMIT_NOFILE, 256)):
+        for lim, val in (
+            (resource.RLIMIT_AS, mem),
+            (resource.RLIMIT_CPU, cpu),
+            (resource.RLIMIT_FSIZE, int(req["file_limit"])),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NOFILE, 256),
+        ):
             resource.setrlimit(lim, (val, val))
         if _LIBC is not None:  # /proc/self is root-owned while non-dumpable: lift it for this write
             _LIBC.prctl(4, 1, 0, 0, 0)
@@ -165,7 +178,7 @@ def _child(req: dict, stdin_fd: int, out_w: int, err_w: int, res_w: int, workdir
     try:
         view = memoryview(_dumps(result).encode())
         while view:
-            view = view[_write(RESULT_FD, view):]
+            view = view[_write(RESULT_FD, view) :]
     finally:
         _exit(0)
 
@@ -185,8 +198,9 @@ def _run_mode(req: dict) -> dict:
         # APPS' harness runs stdin/stdout programs inside a function, and some reference solutions
         # rely on a top-level ``return``; only for those do we wrap the same way.
         body = "".join("    " + ln for ln in req["program"].splitlines(keepends=True))
-        code = _compile(f"def _restem_main():\n{body}\n_restem_main()\n", "<program>", "exec",
-                        dont_inherit=True, optimize=0)
+        code = _compile(
+            f"def _restem_main():\n{body}\n_restem_main()\n", "<program>", "exec", dont_inherit=True, optimize=0
+        )
     if mode == "stdio":
         _exec(code, ns)
         return {"status": "ok"}
@@ -306,7 +320,7 @@ def run_test(req: dict, counter: int) -> dict:
     data = req.get("stdin", "").encode()
     view = memoryview(data)
     while view:
-        view = view[os.write(stdin_fd, view):]
+        view = view[os.write(stdin_fd, view) :]
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -445,7 +459,7 @@ def send(obj: dict) -> None:
     data = json.dumps(obj).encode()
     view = memoryview(HDR.pack(len(data)) + data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(1, view) :]
 
 
 def main() -> None:

@@ -114,8 +114,8 @@ class _Framed:
             if len(self._buf) >= HDR.size:
                 (n,) = HDR.unpack_from(self._buf)
                 if len(self._buf) >= HDR.size + n:
-                    body = bytes(self._buf[HDR.size:HDR.size + n])
-                    del self._buf[:HDR.size + n]
+                    body = bytes(self._buf[HDR.size : HDR.size + n])
+                    del self._buf[: HDR.size + n]
                     try:
                         return json.loads(body)
                     except ValueError as e:
@@ -133,28 +133,44 @@ class _Framed:
 
 
 class DockerWorker(_Framed):
-    def __init__(self, client: docker.DockerClient, image: str, limits: Limits,
-                 start_timeout_s: float = 30.0):
+    def __init__(self, client: docker.DockerClient, image: str, limits: Limits, start_timeout_s: float = 30.0):
         super().__init__()
         self.client, self.id, self._raw, self._sockio = client, None, None, None
         self._frame = bytearray()
         self._stderr = bytearray()
         api = client.api
         host_config = api.create_host_config(
-            network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"}, ipc_mode="none",
-            pids_limit=limits.pids, mem_limit=f"{limits.mem_mb + 160}m",
-            memswap_limit=f"{limits.mem_mb + 160}m", nano_cpus=int(limits.cpus * 1e9), auto_remove=True,
+            network_mode="none",
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},
+            ipc_mode="none",
+            pids_limit=limits.pids,
+            mem_limit=f"{limits.mem_mb + 160}m",
+            memswap_limit=f"{limits.mem_mb + 160}m",
+            nano_cpus=int(limits.cpus * 1e9),
+            auto_remove=True,
             log_config=docker.types.LogConfig(type="none"),
-            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0),
-                     docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+            ulimits=[
+                docker.types.Ulimit(name="core", soft=0, hard=0),
+                docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+            ],
         )
         try:
             created = api.create_container(
-                image, command=["python3", "-I", "-B", RUNNER_IN_IMAGE], user="65534:65534",
-                stdin_open=True, detach=False, tty=False, network_disabled=True, working_dir="/tmp",
-                environment={"LANG": "C.UTF-8"}, labels={LABEL: "1", OWNER_LABEL: owner_id()},
-                host_config=host_config, stop_signal="SIGKILL",
+                image,
+                command=["python3", "-I", "-B", RUNNER_IN_IMAGE],
+                user="65534:65534",
+                stdin_open=True,
+                detach=False,
+                tty=False,
+                network_disabled=True,
+                working_dir="/tmp",
+                environment={"LANG": "C.UTF-8"},
+                labels={LABEL: "1", OWNER_LABEL: owner_id()},
+                host_config=host_config,
+                stop_signal="SIGKILL",
             )
             self.id = created["Id"]
             params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
@@ -228,11 +244,14 @@ class LocalWorker(_Framed):
         super().__init__()
         self._tmp = tempfile.mkdtemp(prefix="restem-unsafe-")
         self._err = open(os.path.join(self._tmp, "runner.stderr"), "w+b")  # noqa: SIM115
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "RESTEM_RUNNER_TMP": self._tmp}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "RESTEM_RUNNER_TMP": self._tmp}
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-B", str(RUNNER_PATH), "--unsafe-local"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env, cwd=self._tmp,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=env,
+            cwd=self._tmp,
         )
         try:
             pong = self.call({"op": "ping"}, start_timeout_s)
