@@ -4,10 +4,13 @@ Covers: ``verify`` and ``verify_batch``. Each item first goes through the in-pro
 (extraction, normalization, exact rational arithmetic, text, shapes, float rejection); only pairs
 it cannot decide (equal-looking irrational or symbolic expressions, general equations) go to sympy
 in worker processes with a hard per-item time limit (``workers``). Plain numbers never start a
-process. Statuses: ``correct``; ``incorrect``; ``unparseable_prediction`` (no final answer, or one
-that is neither text nor readable math); ``invalid_gold`` (the gold could not be parsed: never a
-reward); ``timeout`` (not graded: over the time limit, or the worker failed on the item; the reason
-says which). Only ``correct`` gives a reward of 1.
+process. Statuses: ``correct``; ``incorrect``; ``unparseable_prediction`` (no final answer, one
+that is neither text nor readable math, or one too long to grade: ``grading.predicted_chars_limit``,
+so that no model output can keep the fast path busy); ``invalid_gold`` (the gold could not be
+parsed: never a reward); ``timeout`` (not graded: over the time limit, or the worker failed on the
+item; the reason says which). Only ``correct`` gives a reward of 1. Extraction scans an output in
+linear time and an answer graded in-process is at most a few hundred characters, so the fast path
+is quick on any output. Results report answers cut to ``MAX_ANSWER_CHARS``.
 
 Does not cover: extraction rules (``extraction``), equivalence rules (``grading``), the command line
 (``cli``).
@@ -22,6 +25,7 @@ from functools import lru_cache
 
 from restem_pipeline.mathverify.extraction import (
     GOLD_FORMATS,
+    MAX_ANSWER_CHARS,
     GoldFormat,
     InvalidGoldError,
     extract_answer,
@@ -90,6 +94,11 @@ def clear_caches() -> None:
         cached.cache_clear()
 
 
+def _shown(candidates: Sequence[str]) -> tuple[str, ...]:
+    """Candidates as reported in a result: cut to ``MAX_ANSWER_CHARS`` (an overlong one is not graded)."""
+    return tuple(c[:MAX_ANSWER_CHARS] for c in candidates)
+
+
 def _fast_verdict(candidates: list[str], gold: str) -> tuple[str, str]:
     try:
         return judge_answers(candidates, gold, _FAST)
@@ -151,7 +160,8 @@ def verify_batch(
         if status == "undecided":
             escalate.append((i, tuple(candidates), gold_answer))
         else:
-            results[i] = MathResult(Status(status), candidates[-1], gold_answer, reason, tuple(candidates))
+            shown = _shown(candidates)
+            results[i] = MathResult(Status(status), shown[-1], gold_answer, reason, shown)
     if escalate:
         jobs = [Job(cands, gold_answer) for _, cands, gold_answer in escalate]
         outcomes = default_pool().run(jobs, timeout_s=timeout_s, workers=workers)
@@ -164,5 +174,6 @@ def verify_batch(
                 status, reason = "timeout", f"not graded (worker error): {reason}"
             elif status == "timeout":
                 reason = f"not graded: symbolic comparison ran {reason}"
-            results[i] = MathResult(Status(status), cands[-1], gold_answer, reason, cands)
+            shown = _shown(cands)
+            results[i] = MathResult(Status(status), shown[-1], gold_answer, reason, shown)
     return [r for r in results if r is not None]

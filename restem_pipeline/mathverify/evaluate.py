@@ -58,7 +58,11 @@ def _exact(node: Node) -> Fraction | None:
         return acc
     if kind == "/":
         a, b = _exact(node[1]), _exact(node[2])
-        return None if a is None or b is None else a / b
+        if a is None or b is None:
+            return None
+        quotient = a / b
+        # Unchecked, a chain of divisions grows without bound (9^{9999}/7^{9998}/9^{9999}/...).
+        return None if _bits(quotient) > MAX_BITS else quotient
     if kind == "^":
         base, exp = _exact(node[1]), _exact(node[2])
         if base is None or exp is None:
@@ -66,7 +70,11 @@ def _exact(node: Node) -> Fraction | None:
         if abs(exp.numerator) > 10_000:
             return None
         if exp.denominator != 1:
-            return _exact_root(base, exp.denominator) ** exp.numerator if base >= 0 else None
+            if base < 0:
+                return None
+            root = _exact_root(base, exp.denominator)
+            # (3^{5000})^{9999/2} would build a 40-million-bit integer.
+            return None if _bits(root) * abs(exp.numerator) > MAX_BITS else root**exp.numerator
         if _bits(base) * abs(exp.numerator) > MAX_BITS:
             return None
         return base**exp.numerator
@@ -97,14 +105,16 @@ def _exact_root(x: Fraction, n: int) -> Fraction:
 
 
 def _int_nth_root(x: int, n: int) -> int:
-    lo, hi = 0, 1 << (x.bit_length() // n + 1)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if mid**n <= x:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The integer part of the n-th root of ``x >= 0`` (Newton's method from above: a few dozen
+    steps even for a 60,000-bit ``x``, where bisection takes one step per bit of the root)."""
+    if n == 2 or x < 2:
+        return math.isqrt(x)
+    root = 1 << -(-x.bit_length() // n)  # at least the root
+    while True:
+        smaller = ((n - 1) * root + x // root ** (n - 1)) // n
+        if smaller >= root:
+            return root
+        root = smaller
 
 
 def _exact_function(name: str, args: tuple) -> Fraction | None:

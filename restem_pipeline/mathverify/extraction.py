@@ -18,7 +18,8 @@ from typing import Literal
 GoldFormat = Literal["answer", "math_solution", "gsm8k"]
 GOLD_FORMATS: tuple[str, ...] = ("answer", "math_solution", "gsm8k")
 
-# Answers longer than this are not answers (and would only slow the grader down).
+# Gold answers longer than this are not answers (``InvalidGoldError``). Predicted answers are
+# returned whole; ``grading`` refuses to grade one that is too long (never a truncated one).
 MAX_ANSWER_CHARS = 2000
 
 
@@ -27,6 +28,29 @@ class InvalidGoldError(ValueError):
 
 
 _BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*(\{|[^\s{\\])")
+_BOXED_TOKEN = re.compile(r"[^\s$.,;]+")
+# A backslash escapes the next character (so ``\\{`` is no brace), as in LaTeX.
+_BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+def _matching_braces(text: str, opens: set[int]) -> dict[int, int]:
+    """For each ``{`` at an index in ``opens``, the index of its matching ``}`` (absent: unbalanced).
+
+    One pass from the first such brace, so many (nested or unclosed) boxes cost linear time.
+    Escapes pair up the same way from any box's brace on: the character before a box's ``{`` is
+    never a backslash (it is the ``d`` of ``\\boxed``, the ``x`` of ``\\fbox``, or a space).
+    """
+    closes: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACE_OR_ESCAPE.finditer(text, min(opens)):
+        ch = m.group()
+        if ch == "{":
+            stack.append(m.start())
+        elif ch == "}" and stack:
+            opened = stack.pop()
+            if opened in opens:
+                closes[opened] = m.start()
+    return closes
 
 
 def boxed_answers(text: str) -> list[str]:
@@ -35,23 +59,23 @@ def boxed_answers(text: str) -> list[str]:
     ``\\boxed 2`` (no braces, as in a few MATH solutions) yields its single token. Unbalanced boxes
     (an output cut off mid-answer) are skipped.
     """
+    starts = list(_BOXED_START.finditer(text))
+    opens = {m.start(1) for m in starts if m.group(1) == "{"}
+    closes = _matching_braces(text, opens) if opens else {}
     found: list[str] = []
-    for m in _BOXED_START.finditer(text):
+    token_end = -1
+    for m in starts:
+        start = m.start(1)
         if m.group(1) != "{":
-            token = re.match(r"[^\s$.,;]+", text[m.start(1) :])
-            if token:
-                found.append(token.group(0))
-            continue
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            ch = text[i]
-            if ch == "\\":
-                i += 2
-                continue
-            depth += 1 if ch == "{" else -1 if ch == "}" else 0
-            i += 1
-        if depth == 0:
-            found.append(text[m.end() : i - 1].strip())
+            # A token runs to the next delimiter; tokens starting inside the previous one end
+            # where it does (so "\\boxedx\\boxedx..." is not rescanned for every box).
+            if start >= token_end:
+                token = _BOXED_TOKEN.match(text, start)
+                token_end = token.end() if token else start
+            if token_end > start:
+                found.append(text[start:token_end])
+        elif start in closes:
+            found.append(text[start + 1 : closes[start]].strip())
     return found
 
 
@@ -62,8 +86,7 @@ def last_boxed(text: str) -> str | None:
 
 
 _ANSWER_IS = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
-_GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
-_A_COLON = re.compile(r"^\s*A\s*:\s*(.+?)\s*$", re.MULTILINE)
+_SPACES = re.compile(r"\s*")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 # Two English words in a row: the text is a sentence, not a bare answer.
 _PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
@@ -117,19 +140,16 @@ def extract_answers(text: str, *, last_number_fallback: bool = False) -> list[st
     """
     boxed = boxed_answers(text)
     if boxed:
-        distinct: list[str] = []
-        for b in boxed:
-            if b and b not in distinct:
-                distinct.append(b)
+        distinct = list(dict.fromkeys(b for b in boxed if b))
         # The last boxed answer goes last, whatever order the distinct ones appeared in.
-        if distinct and boxed[-1] in distinct:
+        if boxed[-1]:
             distinct.remove(boxed[-1])
             distinct.append(boxed[-1])
-        return [d[:MAX_ANSWER_CHARS] for d in distinct]
+        return distinct
     for finder in (_answer_after_phrase, _gsm8k_answer, _a_colon_answer, _bare_answer):
         found = finder(text)
         if found:
-            return [found[:MAX_ANSWER_CHARS]]
+            return [found]
     if last_number_fallback:
         numbers = _NUMBER.findall(text)
         if numbers:
@@ -137,14 +157,53 @@ def extract_answers(text: str, *, last_number_fallback: bool = False) -> list[st
     return []
 
 
+def _line_after(text: str, pos: int) -> str | None:
+    """The rest of the line at the first non-space character from ``pos`` (which may be on a later
+    line), with surrounding spaces removed; ``""`` when only spaces (not only newlines) are left.
+
+    This is what ``\\s*(.+?)\\s*$`` (multiline) captures at ``pos``, stripped, in linear time;
+    None where that regex finds no match.
+    """
+    start = _SPACES.match(text, pos).end()
+    if start == len(text):
+        return "" if text.count("\n", pos) < len(text) - pos else None
+    end = text.find("\n", start)
+    return text[start : len(text) if end < 0 else end].strip()
+
+
 def _gsm8k_answer(text: str) -> str | None:
-    found = _GSM8K.findall(text)
-    return found[-1].strip() if found else None
+    """The text after the last ``####`` marker (``#### 72``), or None."""
+    found = None
+    pos = text.find("####")
+    while pos >= 0:
+        line = _line_after(text, pos + 4)
+        if line is None:
+            break
+        found = line
+        end = text.find("\n", _SPACES.match(text, pos + 4).end())
+        pos = -1 if end < 0 else text.find("####", end)
+    return found
 
 
 def _a_colon_answer(text: str) -> str | None:
-    found = _A_COLON.findall(text)
-    return found[-1].strip().rstrip(".").strip("$").strip() if found else None
+    """The answer of the last line that starts with ``A:`` (``A: 18``), or None."""
+    found = None
+    pos = 0  # the start of a line
+    while pos <= len(text):
+        letter = _SPACES.match(text, pos).end()
+        colon = _SPACES.match(text, letter + 1).end() if text.startswith("A", letter) else -1
+        if colon >= 0 and text.startswith(":", colon):
+            line = _line_after(text, colon + 1)
+            if line is None:
+                break
+            found = line
+            letter = _SPACES.match(text, colon + 1).end()
+        # Every line start up to ``letter`` leads to the same character: go on after its line.
+        end = text.find("\n", letter)
+        if end < 0:
+            break
+        pos = end + 1
+    return found.rstrip(".").strip("$").strip() if found is not None else None
 
 
 def extract_answer(text: str, *, last_number_fallback: bool = False) -> str | None:

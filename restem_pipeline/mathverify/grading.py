@@ -8,6 +8,10 @@ letters, base-``b`` numerals, percentages (``20\\%`` is ``20`` and ``0.2``; ``15
 ``0.15``), degrees, mixed numbers (``2\\frac12``), repeating decimals (``0.\\overline{3}``), exact
 rational numbers (a decimal equals a fraction only when exactly equal), and expressions.
 
+A predicted answer longer than ``MAX_PREDICTED_CHARS`` (and than twice the gold answer) is not
+graded at all: ``judge_answers`` reports it as ``unparseable_prediction`` before normalizing it, so
+the in-process work per answer stays bounded whatever a model writes.
+
 Does not cover: proving two irrational or symbolic expressions equal. A ``Grader`` without a
 symbolic backend answers ``None`` ("undecided") for such pairs after trying exact rationals and a
 float test that can only *reject*; ``symbolic.SympyBackend`` decides them in a worker process.
@@ -30,6 +34,15 @@ from restem_pipeline.mathverify.evaluate import (
 from restem_pipeline.mathverify.latex_expr import ExprParseError, Node, parse_expr, symbols_of
 from restem_pipeline.mathverify.normalize import MATH_WORDS, normalize_answer
 from restem_pipeline.mathverify.structure import Shape, shape_of
+
+# The longest predicted answer graded (MATH's longest gold answer has 159 characters); a longer
+# gold allows predictions twice its length.
+MAX_PREDICTED_CHARS = 500
+
+
+def predicted_chars_limit(gold: str) -> int:
+    """The longest predicted answer that is graded against the (parsed, unnormalized) ``gold``."""
+    return max(MAX_PREDICTED_CHARS, 2 * len(gold))
 
 
 class UnparseablePrediction(ValueError):
@@ -344,11 +357,15 @@ def judge_answers(predictions: list[str], gold: str, grader: Grader) -> tuple[st
 
     Every candidate (the distinct boxed answers of one output) must equal the gold: several
     different final answers are not a correct answer. ``status`` is ``correct``, ``incorrect``,
-    ``unparseable_prediction``, or ``undecided`` (only from a grader without a symbolic backend).
+    ``unparseable_prediction`` (also for a candidate over ``predicted_chars_limit``, which is never
+    normalized), or ``undecided`` (only from a grader without a symbolic backend).
     """
     gold_shape = shape_of_answer(gold)
+    limit = predicted_chars_limit(gold)
     undecided = False
     for pred in reversed(predictions):
+        if len(pred) > limit:
+            return "unparseable_prediction", f"final answer too long to grade ({len(pred)} characters, limit {limit})"
         try:
             outcome = grader.equal(shape_of_answer(pred), gold_shape)
         except UnparseablePrediction as err:

@@ -40,9 +40,16 @@ _RELATIONS = [
     (r">=", "≥"),
     (r"!=", "≠"),
 ]
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![a-zA-Z])|\^\s*\{\s*\\circ\s*\}|°")
+# (``\s*(?:\{\s*)?``, not ``\s*\{?\s*``: two optional runs of spaces side by side are quadratic.)
+_DEGREES = re.compile(r"\^\s*(?:\{\s*)?\\circ\s*\}?|\\degree(?![a-zA-Z])|°")
 # A bare unit tail needs a space before it ("20 miles", "4 cm^2"): "3qr" or "6xy^2" are products.
-_UNIT_TAIL = re.compile(r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s+(?P<unit>(?:[a-zA-Z]+\.?\s*(?:\^\s*\{?\d\}?)?\s*)+)$")
+# The tail is a run of words, each optionally followed by a period, spaces and one exponent; these
+# are the only characters allowed between (and after) its words. ``strip_units`` scans for it from
+# the end of the answer, in linear time (a single regex with a repeated group of words and optional
+# spaces backtracks exponentially in the number of words when the tail does not match).
+_LETTERS = re.compile(r"[a-zA-Z]+")
+_UNIT_GAP = re.compile(r"\.?\s*(?:\^\s*\{?\d\}?\s*)?")
+_VALUE_END = re.compile(r"[\d}).°%]")
 # A unit written in a text command after the value: "0.54\text{ m}", "15\mbox{ cm}^2".
 _TEXT_UNIT_TAIL = re.compile(
     r"^(?P<value>.*?(?:[\d}).°%]|\\pi))\s*"
@@ -68,15 +75,40 @@ def _unwrap_text(text: str) -> str:
     return text
 
 
+def _unit_tail(text: str) -> tuple[str, list[str]] | None:
+    """(value, unit words) when ``text`` is a value, spaces and a unit tail; else None.
+
+    The value is the shortest prefix that works: one line, ending in a digit, ``}``, ``)``, ``.``,
+    ``°``, ``%`` or ``\\pi``, followed by whitespace and a tail of words (see ``_UNIT_GAP``).
+    """
+    words = [(m.start(), m.end()) for m in _LETTERS.finditer(text)]
+    # Walk back from the end over words while what follows each word may follow a unit word.
+    first, end = len(words), len(text)
+    while first > 0 and _UNIT_GAP.fullmatch(text, words[first - 1][1], end):
+        first -= 1
+        end = words[first][0]
+    newline = text.find("\n")
+    for k in range(first, len(words)):
+        start = words[k][0]
+        value_end = start
+        while value_end > 0 and text[value_end - 1].isspace():
+            value_end -= 1
+        if value_end == start or value_end == 0 or 0 <= newline < value_end:
+            continue
+        if _VALUE_END.match(text, value_end - 1) or text.endswith("\\pi", 0, value_end):
+            return text[:value_end], [text[a:b] for a, b in words[k:]]
+    return None
+
+
 def strip_units(text: str) -> str:
     """Drop unit words after a value: ``20 miles`` -> ``20``, ``4 cm^2`` -> ``4``."""
-    m = _UNIT_TAIL.match(text)
-    if not m:
+    tail = _unit_tail(text)
+    if tail is None:
         return text
-    words = re.findall(r"[a-zA-Z]+", m.group("unit"))
+    value, words = tail
     if any(w.lower() in MATH_WORDS or (len(w) < 3 and w.lower() not in SHORT_UNITS) for w in words):
         return text
-    return m.group("value").strip()
+    return value.strip()
 
 
 def strip_text_unit(text: str) -> str:
@@ -103,7 +135,8 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", "∅", s)
     s = re.sub(r"\\%|%", "%", s)
     s = _DEGREES.sub("°", s)
-    s = re.sub(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:or|and)\s*\}|\s+(?:or|and)\s+", ",", s)
+    # A run of spaces is only tried from its start (trying it from each space is quadratic).
+    s = re.sub(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:or|and)\s*\}|(?<!\s)\s+(?:or|and)\s+", ",", s)
     s = strip_text_unit(_SPACING.sub(" ", s).strip())
     s = _unwrap_text(s)
     s = _SPACING.sub(" ", s)
