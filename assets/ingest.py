@@ -5,9 +5,10 @@ import random
 import dagster as dg
 import polars as pl
 
-from assets.common import base_model_path, progress_logger
+from assets.common import base_model_path, progress_logger, run_prompter
 from assets.partitions import problem_sets
 from resources import ExperimentResource, StorageResource
+from restem_pipeline import named_models
 from restem_pipeline import problems as loaders
 from restem_pipeline.modeling import load_tokenizer
 from restem_pipeline.schema import Problem
@@ -93,9 +94,29 @@ def base_model(
 ) -> dg.MaterializeResult:
     name = context.partition_key
     path = base_model_path(storage, experiment, name)
+    if named_models.is_named(experiment.base_model):
+        try:
+            _, provenance = named_models.ensure_checkpoint(experiment.base_model, storage.root().root, context.log.info)
+        except named_models.NamedModelMissing as err:
+            raise dg.Failure(str(err)) from err
+        return dg.MaterializeResult(
+            metadata={
+                **{k: v for k, v in provenance.items() if isinstance(v, str | int | float)},
+                "model": dg.MetadataValue.path(path),
+                "prompt_style": run_prompter(storage, experiment, name).name,
+                "built_here": False,
+            }
+        )
     if not experiment.uses_embedded_model:
         tok = load_tokenizer(path)  # fails loudly if the model cannot be found
-        return dg.MaterializeResult(metadata={"model": path, "vocab_size": len(tok), "built_here": False})
+        return dg.MaterializeResult(
+            metadata={
+                "model": path,
+                "vocab_size": len(tok),
+                "prompt_style": run_prompter(storage, experiment, name).name,
+                "built_here": False,
+            }
+        )
     from assets.common import load_problems
 
     exclude = {p.prompt for p in load_problems(storage, name)}

@@ -20,13 +20,13 @@ from assets.common import (
     load_problems,
     md_table,
     progress_logger,
+    run_prompter,
     stage_model_path,
 )
 from assets.ingest import base_model, problem_set
 from assets.partitions import problem_sets
 from assets.reports import evaluation_result, status_counts
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource
-from restem_pipeline.prompts import template_for
 from restem_pipeline.shards import remove_shard_dir
 from restem_pipeline.stages import cap_samples, draw_samples_resumable, verify_samples
 
@@ -71,7 +71,8 @@ def build_iteration(t: int, init_from: str = "base") -> list[dg.AssetsDefinition
         model = base_model_path(storage, experiment, name) if t == 1 else stage_model_path(root, name, f"iter_{t - 1}")
         train = [p for p in load_problems(storage, name) if p.split == "train"]
         params = experiment.e_step_params(t)
-        smp = sampler.sampler(model, stop=template_for(train[0], experiment.few_shot).stop)
+        prompter = run_prompter(storage, experiment, name)
+        smp = sampler.sampler(model, stop=prompter.stop(train[0]))
         context.log.info(f"sampling {params.n} x {len(train)} problems from {model}")
         shard_dir = root.shard_dir("raw_samples", name, stage)
         df, shards = draw_samples_resumable(
@@ -83,7 +84,7 @@ def build_iteration(t: int, init_from: str = "base") -> list[dg.AssetsDefinition
             model,
             shard_dir,
             experiment.shard_size,
-            experiment.few_shot,
+            prompter,
             progress_logger(context, "sampling"),
             context.log.info,
         )
@@ -94,6 +95,7 @@ def build_iteration(t: int, init_from: str = "base") -> list[dg.AssetsDefinition
                 "samples": len(df),
                 "problems": len(train),
                 "samples_per_problem": params.n,
+                "prompt_style": prompter.name,
                 "shards": shards.total,
                 "shards_resumed": shards.resumed,
                 "shards_redone": len(shards.redone),

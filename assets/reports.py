@@ -14,11 +14,10 @@ import dagster as dg
 import polars as pl
 from matplotlib.figure import Figure
 
-from assets.common import load_problems, md_table, stage_progress
+from assets.common import load_problems, md_table, run_prompter, stage_progress
 from resources import ExperimentResource, SamplerResource, StorageResource
 from restem_pipeline import plots
 from restem_pipeline.evaluation import evaluate, headline
-from restem_pipeline.prompts import template_for
 from restem_pipeline.storage import DataRoot, write_text_atomic
 
 
@@ -33,8 +32,8 @@ def evaluation_result(
     name = context.partition_key
     root = storage.root()
     problems = load_problems(storage, name)
-    cfg = experiment.eval_config()
-    smp = sampler.sampler(model_path, stop=template_for(problems[0], cfg.few_shot).stop)
+    cfg = experiment.eval_config(run_prompter(storage, experiment, name))
+    smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
     samples, summary = evaluate(smp, problems, cfg, stage_progress(context))
     root.write_table(samples, "eval_samples", name, stage)
     root.write_table(summary, "eval_summary", name, stage)
@@ -69,7 +68,7 @@ def evaluation_result(
         "summary": rows,
         "pass_at_k_curve": {str(k): v for k, v in curve.items()},
         "plots": {key: path.name for key, path in pngs.items()},
-        "eval_config": cfg.__dict__,
+        "eval_config": {**cfg.__dict__, "prompter": cfg.prompter.name},
     }
     json_path = root.write_json(report, name, stage)
     md_path = root.report_path(name, stage, ".md")

@@ -25,7 +25,7 @@ from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline import arith
 from restem_pipeline.evaluation import evaluate
 from restem_pipeline.modeling import TinyLlamaSpec
-from restem_pipeline.prompts import TEMPLATES
+from restem_pipeline.prompts import TEMPLATES, TEXT_PROMPTS
 from restem_pipeline.sampling import TransformersSampler
 from restem_pipeline.stages import (
     BaseModelConfig,
@@ -57,7 +57,7 @@ def direct(problems, base: Path, exp: ExperimentResource, trainer: TrainerResour
     fine_tune(base, problems, kept, out / "direct_ckpt", trainer.train_config(exp.seed + 1))
     times["checkpoint"] = time.perf_counter() - t
     t = time.perf_counter()
-    evaluate(TransformersSampler(out / "direct_ckpt", stop=TEMPLATES["arith"].stop), problems, exp.eval_config())
+    evaluate(TransformersSampler(out / "direct_ckpt", stop=TEMPLATES["arith"].stop), problems, exp.eval_config(TEXT_PROMPTS))
     times["eval_report"] = time.perf_counter() - t
     return times
 

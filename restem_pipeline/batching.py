@@ -24,13 +24,18 @@ Example = tuple[list[int], int]  # (input_ids, prompt_length)
 Rows = list[list[int]]  # example indices, one list per row of a micro-batch
 
 
-def tokenize_pairs(tokenizer, prompts: list[str], completions: list[str], max_length: int) -> list[Example]:
-    """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, truncated at max_length."""
+def tokenize_pairs(
+    tokenizer, prompts: list[str], completions: list[str], max_length: int, add_bos: bool = True
+) -> list[Example]:
+    """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, truncated at max_length.
+
+    ``add_bos=False`` for prompts that carry their own opening tokens (a rendered chat template).
+    """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     out = []
     for p, c in zip(p_ids, c_ids, strict=True):
         ids = (bos + p + c + [tokenizer.eos_token_id])[:max_length]

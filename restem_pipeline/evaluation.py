@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from restem_pipeline.metrics import majority_answer, pass_at_k
-from restem_pipeline.prompts import template_for
+from restem_pipeline.prompts import TEXT_PROMPTS, Prompter
 from restem_pipeline.rewards import verdicts_for
 from restem_pipeline.sampling import Sampler, SamplingParams
 from restem_pipeline.schema import Problem
@@ -32,7 +32,7 @@ class EvalConfig:
     max_new_tokens: int = 128
     seed: int = 1234
     train_subset: int = 200
-    few_shot: bool = True
+    prompter: Prompter = TEXT_PROMPTS
     verify_timeout_s: float = 5.0
     verify_workers: int = 1
 
@@ -54,12 +54,14 @@ def _completions(
     sampler: Sampler,
     problems: list[Problem],
     params: SamplingParams,
-    few_shot: bool,
+    prompter: Prompter,
     label: str,
     progress: StageProgress | None,
 ) -> list[list[str]]:
-    prompts = [template_for(p, few_shot).render(p.prompt) for p in problems]
+    prompts = [prompter.render(p) for p in problems]
     cb = (lambda d, t: progress(label, d, t)) if progress else None
+    if cb:
+        cb(0, len(prompts) * params.n)  # the phase starts now: its elapsed time counts from here
     return [[c.text for c in row] for row in sampler.generate(prompts, params, cb)]
 
 
@@ -90,7 +92,7 @@ def evaluate(
     for split, probs, kind, params in jobs:
         if not probs:
             continue
-        outs = _completions(sampler, probs, params, cfg.few_shot, f"eval {split} {kind}", progress)
+        outs = _completions(sampler, probs, params, cfg.prompter, f"eval {split} {kind}", progress)
         flat_p = [p for p, row in zip(probs, outs, strict=True) for _ in row]
         flat_c = [c for row in outs for c in row]
         verdicts = verdicts_for(flat_p, flat_c, cfg.verify_timeout_s, cfg.verify_workers)

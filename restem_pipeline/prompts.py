@@ -1,17 +1,31 @@
-"""Prompt templates: how a problem becomes model input, and how a solution becomes the target.
+"""Prompts: how a problem becomes model input, and how a solution becomes the trained target.
 
-A template is a question/answer frame plus optional few-shot exemplars, as in the paper (few-shot
-prompts are the inputs for both sampling and fine-tuning; Minerva-style 4-shot for MATH). The
-embedded task uses zero-shot (its tiny model has a short context); MATH and GSM8K ship 4-shot
-exemplars written for restem, so a pretrained model a user names runs through the same loop.
-``stop`` strings end a completion where a model would start the next question.
+Two styles, one ``Prompter`` for sampling, fine-tuning and evaluation alike:
+
+- ``text`` (base models, the paper's setting): a question/answer frame plus optional few-shot
+  exemplars (Minerva-style 4-shot for MATH, 4-shot GSM8K, zero-shot for the embedded task, whose tiny
+  model has a short context). ``stop`` strings end a completion where a model would start the next
+  question.
+- ``chat`` (instruction-tuned models): the tokenizer's own chat template. The problem is the user's
+  turn, with a format instruction saying how to end the answer; with ``few_shot`` the exemplars are
+  earlier user/assistant turns. The target is the assistant's reply only, and the model's end-of-turn
+  token (its EOS, e.g. ``<|im_end|>``) ends both sampling and every training example.
+
+``resolve_style("auto", tokenizer)`` picks ``chat`` when the tokenizer has a chat template, else
+``text``. The resolved style is recorded with every sample. Not covered: system prompts of the
+user's own, tool calls, multi-turn problems.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
 
 from restem_pipeline.schema import Problem
+
+PromptStyle = Literal["text", "chat"]
+PROMPT_STYLES: tuple[str, ...] = ("auto", "text", "chat")
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,16 @@ TEMPLATES: dict[str, PromptTemplate] = {
 }
 
 
+# What a chat prompt asks for, per family: the answer in the form the verifier reads (and the human
+# solutions end with), so sampled and human targets agree.
+CHAT_INSTRUCTIONS = {
+    "math": "Solve the problem step by step. End with: The answer is \\boxed{ANSWER}.",
+    "gsm8k": "Solve the problem step by step. End with: The answer is \\boxed{N}.",
+    "arith": "Solve the problem step by step. End with: The answer is N.",
+    "code": "Write a complete Python solution. Reply with the code only, in one ```python block.",
+}
+
+
 def template_for(problem: Problem, few_shot: bool = True) -> PromptTemplate:
     """The template for a problem's source family; ``few_shot=False`` drops the exemplars."""
     family = problem.source.split("/")[0].lower()
@@ -108,3 +132,73 @@ def template_for(problem: Problem, few_shot: bool = True) -> PromptTemplate:
     if not few_shot and tpl.exemplars:
         tpl = PromptTemplate(tpl.name, tpl.question_prefix, tpl.answer_prefix, (), tpl.separator, tpl.stop)
     return tpl
+
+
+def chat_instruction(template: PromptTemplate) -> str:
+    return CHAT_INSTRUCTIONS.get(template.name, CHAT_INSTRUCTIONS["arith"])
+
+
+def resolve_style(style: str, tokenizer) -> PromptStyle:
+    """``auto`` -> ``chat`` when ``tokenizer`` has a chat template, else ``text``; others as given."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    if style == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt_style 'chat' needs a tokenizer with a chat template; this one has none (use 'text')")
+    if style == "auto":
+        return "chat" if getattr(tokenizer, "chat_template", None) else "text"
+    return style  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Prompter:
+    """Renders prompts and targets in one style; the same object serves the E-step, M-step and evaluation.
+
+    ``tokenizer_path`` (chat style only) names the tokenizer whose chat template is used: the base
+    model's, so every iteration's prompts are identical.
+    """
+
+    style: PromptStyle = "text"
+    few_shot: bool = True
+    tokenizer_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.style not in ("text", "chat"):
+            raise ValueError(f"style must be 'text' or 'chat' (resolve 'auto' first), got {self.style!r}")
+        if self.style == "chat" and not self.tokenizer_path:
+            raise ValueError("a chat-style Prompter needs tokenizer_path (the model whose chat template it uses)")
+
+    @property
+    def name(self) -> str:
+        """What is recorded with every sample, e.g. ``chat/zero-shot``."""
+        return f"{self.style}/{'few-shot' if self.few_shot else 'zero-shot'}"
+
+    @cached_property
+    def _tokenizer(self):
+        from restem_pipeline.modeling import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_path)
+
+    def template(self, problem: Problem) -> PromptTemplate:
+        return template_for(problem, self.few_shot)
+
+    def render(self, problem: Problem) -> str:
+        tpl = self.template(problem)
+        if self.style == "text":
+            return tpl.render(problem.prompt)
+        ask = chat_instruction(tpl)
+        messages = []
+        for q, a in tpl.exemplars:
+            messages += [{"role": "user", "content": f"{q}\n\n{ask}"}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": f"{problem.prompt}\n\n{ask}"})
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def target(self, problem: Problem, solution: str) -> str:
+        """The trained completion. Chat: the reply alone (training appends the EOS = end-of-turn token)."""
+        return self.template(problem).target(solution) if self.style == "text" else solution.strip()
+
+    def stop(self, problem: Problem) -> tuple[str, ...]:
+        """Stop strings for sampling. Chat replies end at the end-of-turn token (the model's EOS)."""
+        return self.template(problem).stop if self.style == "text" else ()
+
+
+TEXT_PROMPTS = Prompter()  # the default: text style, few-shot where the family has exemplars

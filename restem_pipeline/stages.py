@@ -29,7 +29,7 @@ from restem_pipeline.modeling import (
     tiny_llama,
     train_tokenizer,
 )
-from restem_pipeline.prompts import template_for
+from restem_pipeline.prompts import TEXT_PROMPTS, Prompter, template_for
 from restem_pipeline.rewards import verdicts_for
 from restem_pipeline.sampling import Sampler, SamplingParams
 from restem_pipeline.schema import Problem
@@ -54,6 +54,7 @@ RAW_SCHEMA = {
     "finished": pl.Boolean,
     "model": pl.String,
     "seed": pl.Int64,
+    "prompt_style": pl.String,
 }
 
 
@@ -133,11 +134,13 @@ def draw_samples(
     problem_set: str,
     stage: str,
     model_name: str,
-    few_shot: bool = True,
+    prompter: Prompter = TEXT_PROMPTS,
     progress: Progress | None = None,
 ) -> pl.DataFrame:
     """``params.n`` samples per problem, one row each, with stable ``sample_id``s."""
-    prompts = [template_for(p, few_shot).render(p.prompt) for p in problems]
+    prompts = [prompter.render(p) for p in problems]
+    if progress:
+        progress(0, len(prompts) * params.n)  # the phase starts now: its elapsed time counts from here
     outs = sampler.generate(prompts, params, progress)
     rows = [
         {
@@ -150,6 +153,7 @@ def draw_samples(
             "finished": c.finished,
             "model": model_name,
             "seed": params.seed,
+            "prompt_style": prompter.name,
         }
         for p, row in zip(problems, outs, strict=True)
         for j, c in enumerate(row)
@@ -164,7 +168,7 @@ def sampling_fingerprint(
     stage: str,
     model_name: str,
     shard_size: int,
-    few_shot: bool,
+    prompter: Prompter,
 ) -> dict:
     """What E-step shards belong to: any change here means old shards are discarded, never mixed in.
 
@@ -172,7 +176,7 @@ def sampling_fingerprint(
     with the same settings, so a run resumed on another backend stays exactly-once (not bit-identical).
     """
     ordered = sorted(problems, key=lambda p: p.id)
-    rendered = (f"{p.id}\x1f{p.level}\x1f{template_for(p, few_shot).render(p.prompt)}" for p in ordered)
+    rendered = (f"{p.id}\x1f{p.level}\x1f{prompter.render(p)}" for p in ordered)
     return {
         "table": "raw_samples",
         "problem_set": problem_set,
@@ -182,7 +186,7 @@ def sampling_fingerprint(
         "shard_seed_scheme": shards.SHARD_SEED_SCHEME,
         "problems": {"count": len(ordered), "ids_sha256": shards.digest_of(p.id for p in ordered)},
         "prompts_sha256": shards.digest_of(rendered),
-        "few_shot": few_shot,
+        "prompt_style": prompter.name,
         "model": {"name": model_name, **shards.model_identity(model_name)},
         "sample_id_scheme": SAMPLE_ID_SCHEME,
         "sample_id_probe": sample_id(problem_set, stage, "probe", 0),
@@ -199,7 +203,7 @@ def draw_samples_resumable(
     model_name: str,
     shard_dir: str | Path,
     shard_size: int = 64,
-    few_shot: bool = True,
+    prompter: Prompter = TEXT_PROMPTS,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[pl.DataFrame, shards.ShardStats]:
@@ -211,12 +215,12 @@ def draw_samples_resumable(
     """
     by_id = {p.id: p for p in problems}
     plan = shards.plan_shards([p.id for p in problems], shard_size, params.seed)
-    fingerprint = sampling_fingerprint(problems, params, problem_set, stage, model_name, shard_size, few_shot)
+    fingerprint = sampling_fingerprint(problems, params, problem_set, stage, model_name, shard_size, prompter)
 
     def sample_shard(shard: shards.Shard, prog: Progress | None) -> pl.DataFrame:
         batch = [by_id[i] for i in shard.problem_ids]
         return draw_samples(
-            sampler, batch, replace(params, seed=shard.seed), problem_set, stage, model_name, few_shot, prog
+            sampler, batch, replace(params, seed=shard.seed), problem_set, stage, model_name, prompter, prog
         )
 
     return shards.run_shards(
@@ -272,14 +276,13 @@ def cap_samples(verified: pl.DataFrame, cap: int, seed: int) -> tuple[pl.DataFra
 
 
 def training_pairs(
-    problems: list[Problem], rows: pl.DataFrame, text_col: str, few_shot: bool = True
+    problems: list[Problem], rows: pl.DataFrame, text_col: str, prompter: Prompter = TEXT_PROMPTS
 ) -> tuple[list[str], list[str]]:
     by_id = {p.id: p for p in problems}
     prompts, targets = [], []
     for pid, text in zip(rows["problem_id"], rows[text_col], strict=True):
-        tpl = template_for(by_id[pid], few_shot)
-        prompts.append(tpl.render(by_id[pid].prompt))
-        targets.append(tpl.target(text))
+        prompts.append(prompter.render(by_id[pid]))
+        targets.append(prompter.target(by_id[pid], text))
     return prompts, targets
 
 
@@ -299,7 +302,7 @@ def fine_tune(
     rows: pl.DataFrame,
     out_dir: Path,
     cfg: TrainConfig,
-    few_shot: bool = True,
+    prompter: Prompter = TEXT_PROMPTS,
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
     validation_fraction: float = 0.0,
@@ -317,12 +320,14 @@ def fine_tune(
     held = held_out_mask(rows["problem_id"].to_list(), validation_fraction, cfg.seed)
     val_rows = rows.filter(pl.Series(held, dtype=pl.Boolean))
     train_rows = rows.filter(~pl.Series(held, dtype=pl.Boolean))
-    prompts, targets = training_pairs(problems, train_rows, "completion", few_shot)
-    examples = tokenize_pairs(tokenizer, prompts, targets, cfg.max_length)
+    prompts, targets = training_pairs(problems, train_rows, "completion", prompter)
+    # a chat prompt opens with the template's own tokens; only a text prompt gets the tokenizer's BOS
+    add_bos = prompter.style == "text"
+    examples = tokenize_pairs(tokenizer, prompts, targets, cfg.max_length, add_bos)
     validation = None
     if len(val_rows):
-        v_prompts, v_targets = training_pairs(problems, val_rows, "completion", few_shot)
-        validation = tokenize_pairs(tokenizer, v_prompts, v_targets, cfg.max_length)
+        v_prompts, v_targets = training_pairs(problems, val_rows, "completion", prompter)
+        validation = tokenize_pairs(tokenizer, v_prompts, v_targets, cfg.max_length, add_bos)
     stats = train_causal_lm(model, tokenizer, examples, cfg, progress, validation, on_validation)
     save_checkpoint(model, tokenizer, out_dir)
     return stats

@@ -15,10 +15,11 @@ import torch
 from resources import ExperimentResource
 from restem_pipeline import shards
 from restem_pipeline.modeling import load_model
-from restem_pipeline.prompts import template_for
+from restem_pipeline.prompts import Prompter, template_for
 from restem_pipeline.sampling import SamplingParams, TransformersSampler
 from restem_pipeline.stages import RAW_SCHEMA, draw_samples_resumable, sample_id
 
+ZERO_SHOT = Prompter("text", few_shot=False)
 PARAMS = SamplingParams(n=2, max_new_tokens=24, seed=7)
 SHARD_SIZE = 5
 
@@ -59,7 +60,7 @@ def sampler(tiny_base, train):
 
 def _draw(smp, train, shard_dir, model, params=PARAMS, shard_size=SHARD_SIZE, progress=None, log=None):
     return draw_samples_resumable(
-        smp, train, params, "tiny", "iter_1", str(model), shard_dir, shard_size, False, progress, log
+        smp, train, params, "tiny", "iter_1", str(model), shard_dir, shard_size, ZERO_SHOT, progress, log
     )
 
 
