@@ -7,8 +7,9 @@ import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
 from restem_pipeline.engine import CachedSampler, UnsupportedModelError
+from restem_pipeline.lora import MISSING_PEFT, peft_available
 from restem_pipeline.sampling import Sampler, TransformersSampler
-from restem_pipeline.training import TrainConfig
+from restem_pipeline.training import DEFAULT_LORA_TARGETS, TrainConfig
 
 
 class SamplerResource(dg.ConfigurableResource):
@@ -107,6 +108,9 @@ class TrainerResource(dg.ConfigurableResource):
     holds out that fraction of the training set's *problems* (every row of each, never trained on) and
     reports their loss: for an M-step, held-out correct samples of the model itself, the text it is
     trained on; for SFT, held-out human solutions. Off by default, since it trains on fewer problems.
+
+    ``finetune='lora'`` trains LoRA adapters (``peft``, an optional dependency) instead of every weight
+    and merges them into the weights before saving, so the checkpoint is a plain model either way.
     """
 
     device: str = "cpu"
@@ -131,8 +135,21 @@ class TrainerResource(dg.ConfigurableResource):
     validation_fraction: float = Field(
         default=0.0, description="fraction of the training set's problems held out for a validation loss"
     )
+    finetune: Literal["full", "lora"] = Field(
+        default="full",
+        description="full: train every weight; lora: train low-rank adapters (needs peft), merged into the "
+        "weights before the checkpoint is saved",
+    )
+    lora_rank: int = Field(default=16, description="lora: rank r of each adapter")
+    lora_alpha: float = Field(default=32.0, description="lora: adapter updates are scaled by lora_alpha / lora_rank")
+    lora_dropout: float = Field(default=0.0, description="lora: dropout on the adapters' input, in [0, 1)")
+    lora_targets: list[str] = Field(
+        default=list(DEFAULT_LORA_TARGETS),
+        description="lora: linear layers to adapt, by the last component of their name (default: attention "
+        "and MLP projections)",
+    )
 
-    @field_validator("batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length")
+    @field_validator("batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length", "lora_rank")
     @classmethod
     def _trainer_positive(cls, v: int, info) -> int:
         if v < 1:
@@ -153,8 +170,31 @@ class TrainerResource(dg.ConfigurableResource):
             raise ValueError(f"validation_fraction must be in [0, 1), got {v}")
         return v
 
+    @field_validator("lora_alpha")
+    @classmethod
+    def _trainer_lora_alpha(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {v}")
+        return v
+
+    @field_validator("lora_dropout")
+    @classmethod
+    def _trainer_lora_dropout(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {v}")
+        return v
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _trainer_lora_targets(cls, v: list[str]) -> list[str]:
+        if not v or not all(t.strip() for t in v):
+            raise ValueError(f"lora_targets must be a non-empty list of layer names, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _trainer_consistent(self) -> "TrainerResource":
+        if self.finetune == "lora" and not peft_available():
+            raise ValueError(MISSING_PEFT)
         if self.grad_accum_steps > self.batch_size:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be <= batch_size ({self.batch_size})")
         if self.max_tokens_per_micro_batch < self.max_length:
@@ -179,4 +219,9 @@ class TrainerResource(dg.ConfigurableResource):
             grad_accum_steps=self.grad_accum_steps,
             max_tokens_per_micro_batch=self.max_tokens_per_micro_batch,
             eval_every=self.eval_every,
+            finetune=self.finetune,
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            lora_targets=tuple(self.lora_targets),
         )

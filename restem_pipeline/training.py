@@ -16,6 +16,11 @@ their completion tokens, however the step is cut up:
   error naming ``max_length`` and ``max_tokens_per_micro_batch``.
 - **dtype**: ``auto`` runs forward under bf16 autocast where the hardware has native bf16 (CPU flags
   ``amx_bf16``/``avx512_bf16``, or a bf16 GPU), fp32 elsewhere; master weights and the loss stay fp32.
+- **finetune**: ``full`` (default) trains every weight; ``lora`` trains rank-``lora_rank`` adapters on
+  the ``lora_targets`` projections through ``peft`` (``restem_pipeline.lora``) and merges them into the
+  weights at the end, so the model (and its checkpoint) is a plain transformers model either way.
+  Packing, autocast, micro-batches and OOM splitting work the same in both modes; only the adapters
+  are in the optimizer. ``TrainStats`` records the mode and the trainable-parameter count.
 - AdamW, warm-up then ``cosine``/``linear`` decay to 10% of the peak or ``constant``; gradient clipping;
   fixed seed; optional validation loss every ``eval_every`` steps and at the end.
 
@@ -33,6 +38,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -46,11 +52,14 @@ from restem_pipeline.batching import (
     target_count,
     tokenize_pairs,
 )
+from restem_pipeline.lora import DEFAULT_LORA_TARGETS, MISSING_PEFT, PeftNotInstalled, lora_adapters, peft_available
 from restem_pipeline.micro_steps import StepLayout, StepRunner
 from restem_pipeline.packed_attention import packed_attention
 
 __all__ = [
+    "DEFAULT_LORA_TARGETS",
     "IGNORE_INDEX",
+    "PeftNotInstalled",
     "TrainConfig",
     "TrainStats",
     "collate",
@@ -64,6 +73,7 @@ __all__ = [
 
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
+FINETUNE_MODES = ("full", "lora")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,11 @@ class TrainConfig:
     grad_accum_steps: int = 1
     max_tokens_per_micro_batch: int = 16384
     eval_every: int = 0  # 0: validation loss only at the end (when validation examples are given)
+    finetune: Literal["full", "lora"] = "full"  # lora: peft adapters, merged into the weights at the end
+    lora_rank: int = 16  # r: rank of each adapter's B @ A
+    lora_alpha: float = 32.0  # the adapter's update is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # dropout on the adapters' input
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # linear layers (last name component) to adapt
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -114,6 +129,21 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be an integer >= 1, got {self.lora_rank!r}")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if isinstance(self.lora_targets, str):
+            raise ValueError(f"lora_targets must be a list of layer names, not one string: got {self.lora_targets!r}")
+        if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
+            raise ValueError(f"lora_targets must be a non-empty list of layer names, got {self.lora_targets!r}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.finetune == "lora" and not peft_available():
+            raise PeftNotInstalled(MISSING_PEFT)
 
     def step_layout(self) -> StepLayout:
         return StepLayout(
@@ -134,6 +164,8 @@ class TrainStats:
     dtype: str = "float32"
     packing: bool = True
     varlen_attention: bool = False  # packed rows attended per example (packed_attention)
+    finetune: str = "full"  # full | lora (adapters merged into the weights after training)
+    trainable_parameters: int = 0  # parameters the optimizer updated (lora: the adapters')
     skipped_examples: int = 0  # no completion token left after truncation
     loss_history: list[float] = field(default_factory=list)
     val_loss_history: list[tuple[int, float]] = field(default_factory=list)
@@ -235,13 +267,37 @@ def train_causal_lm(
     usable = [i for i, ex in enumerate(examples) if target_count(ex)]
     if not usable:
         raise ValueError(f"none of the {len(examples)} examples has a completion token left after truncation")
+    adapters = (
+        lora_adapters(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        if cfg.finetune == "lora"
+        else nullcontext()
+    )
+    torch.manual_seed(cfg.seed)  # lora: the adapters' initialisation is seeded too
+    with adapters:  # lora: adapters added here, merged into the weights on leaving
+        stats = _train(model, tokenizer, examples, usable, cfg, progress, validation, on_validation)
+    model.eval()
+    return stats
+
+
+def _train(
+    model,
+    tokenizer,
+    examples: list[Example],
+    usable: list[int],
+    cfg: TrainConfig,
+    progress: Callable[[int, int, float], None] | None,
+    validation: list[Example] | None,
+    on_validation: Callable[[int, float], None] | None,
+) -> TrainStats:
+    """The optimizer loop over the parameters that require grad (all of them, or the LoRA adapters)."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(usable) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     warmup = max(1, int(cfg.warmup_ratio * total))
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.learning_rate,
@@ -264,6 +320,8 @@ def train_causal_lm(
             packing=cfg.packing,
             varlen_attention=varlen,
             skipped_examples=len(examples) - len(usable),
+            finetune=cfg.finetune,
+            trainable_parameters=sum(p.numel() for p in trainable),
         )
 
         def validate(step: int) -> None:
@@ -282,7 +340,7 @@ def train_causal_lm(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg.learning_rate, warmup, cfg.lr_schedule)
             loss = stepper.step(batch, totals)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             stats.steps += 1
@@ -302,7 +360,6 @@ def train_causal_lm(
     stats.computed_tokens = totals.get("computed_tokens", 0)
     stats.micro_batches = totals.get("micro_batches", 0)
     stats.oom_splits = stepper.oom_splits
-    model.eval()
     return stats
 
 
