@@ -35,11 +35,11 @@ QUICK = {
 # The full sizes are the experiment in README "A real model" (about 40 minutes on 2 idle cores).
 REAL_MODEL = {
     "experiment": {
-        "max_train_problems": 80,
-        "max_eval_problems": 80,
+        "max_train_problems": 64,
+        "max_eval_problems": 50,
         "samples_per_problem": 8,
         "eval_k": 4,
-        "eval_train_subset": 40,
+        "eval_train_subset": 20,
         "max_new_tokens": 256,
         "verify_workers": 2,
         "sft_epochs": 3.0,
