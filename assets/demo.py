@@ -46,13 +46,18 @@ REAL_MODEL = {
     },
     "trainer": {"learning_rate": 5e-5, "max_length": 512, "batch_size": 16, "epochs": 2.0},
 }
+# --quick runs the embedded arith set: a 135M model rarely solves a GSM8K problem in a few samples, and
+# an empty training set stops the graph at its blocking check (as it should).
 REAL_MODEL_QUICK = {
-    "max_train_problems": 6,
+    "arith_train": 40,
+    "arith_validation": 20,
+    "arith_test": 30,
+    "max_train_problems": 8,
     "max_eval_problems": 4,
-    "samples_per_problem": 2,
+    "samples_per_problem": 4,
     "eval_k": 2,
     "eval_train_subset": 4,
-    "max_new_tokens": 96,
+    "max_new_tokens": 128,
     "sft_epochs": 1.0,
 }
 
@@ -63,7 +68,12 @@ def demo_settings(model: str, quick: bool) -> dict:
         return {"problem_set": "arith", "experiment": dict(QUICK) if quick else {}, "trainer": {}}
     experiment = {**REAL_MODEL["experiment"], "base_model": model, **(REAL_MODEL_QUICK if quick else {})}
     trainer = {**REAL_MODEL["trainer"], **({"max_steps": 2} if quick else {})}
-    return {"problem_set": "gsm8k", "experiment": experiment, "trainer": trainer, "iterations": 2 if quick else None}
+    return {
+        "problem_set": "arith" if quick else "gsm8k",
+        "experiment": experiment,
+        "trainer": trainer,
+        "iterations": 2 if quick else None,
+    }
 
 
 def ensure_instance() -> dg.DagsterInstance:
