@@ -91,6 +91,9 @@ def test_dropped_file_becomes_a_partition_and_a_successful_run(tmp_path, tiny_ba
         "RESTEM_MIN_IMPROVEMENT": "1.0",
     }
     log = tmp_path / "daemon.log"
+    # create the instance's storage before the daemon starts: two processes creating the same new SQLite
+    # schema at once race ("table alembic_version already exists"), seen on a loaded machine
+    dg.DagsterInstance.from_config(str(home)).dispose()
     daemon_bin = Path(sys.executable).parent / "dagster-daemon"
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
