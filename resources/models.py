@@ -163,11 +163,11 @@ class TrainerResource(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name} must be >= 0, got {v}")
         return v
 
-    @field_validator("validation_fraction")
+    @field_validator("validation_fraction", "lora_dropout")
     @classmethod
-    def _trainer_fraction(cls, v: float) -> float:
+    def _trainer_fraction(cls, v: float, info) -> float:
         if not 0 <= v < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {v}")
+            raise ValueError(f"{info.field_name} must be in [0, 1), got {v}")
         return v
 
     @field_validator("lora_alpha")
@@ -175,13 +175,6 @@ class TrainerResource(dg.ConfigurableResource):
     def _trainer_lora_alpha(cls, v: float) -> float:
         if not v > 0:
             raise ValueError(f"lora_alpha must be > 0, got {v}")
-        return v
-
-    @field_validator("lora_dropout")
-    @classmethod
-    def _trainer_lora_dropout(cls, v: float) -> float:
-        if not 0 <= v < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {v}")
         return v
 
     @field_validator("lora_targets")
