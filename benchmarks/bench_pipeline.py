@@ -57,7 +57,8 @@ def direct(problems, base: Path, exp: ExperimentResource, trainer: TrainerResour
     fine_tune(base, problems, kept, out / "direct_ckpt", trainer.train_config(exp.seed + 1))
     times["checkpoint"] = time.perf_counter() - t
     t = time.perf_counter()
-    evaluate(TransformersSampler(out / "direct_ckpt", stop=TEMPLATES["arith"].stop), problems, exp.eval_config(TEXT_PROMPTS))
+    tuned = TransformersSampler(out / "direct_ckpt", stop=TEMPLATES["arith"].stop)
+    evaluate(tuned, problems, exp.eval_config(TEXT_PROMPTS))
     times["eval_report"] = time.perf_counter() - t
     return times
 
