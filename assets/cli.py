@@ -15,6 +15,9 @@ def demo_command(args: argparse.Namespace) -> int:
     overrides, trainer = settings["experiment"], settings["trainer"]
     if args.samples_per_problem:
         overrides["samples_per_problem"] = args.samples_per_problem
+    for key, value in parse_settings(args.set):
+        target, _, field = key.rpartition(".")
+        {"": overrides, "experiment": overrides, "trainer": trainer}[target][field] = value
     problem_set = args.problem_set or settings["problem_set"]
     iterations = args.iterations or settings.get("iterations") or iterations_from_env()
     out = run_demo(problem_set, iterations, args.data_root, overrides, distill=args.distill, trainer=trainer)
@@ -36,6 +39,24 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_settings(items: list[str]) -> list[tuple[str, object]]:
+    """``--set KEY=VALUE`` items: KEY an ExperimentResource field (or ``trainer.FIELD``), VALUE JSON or text."""
+    import json
+
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        target = key.rpartition(".")[0]
+        if not sep or not key or target not in ("", "experiment", "trainer"):
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a field or trainer.FIELD")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.append((key, value))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restem", description="ReST-EM self-training as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--samples-per-problem", type=int, default=None, help="N in the E-step")
     p_demo.add_argument("--data-root", default=None, help="default $RESTEM_DATA_ROOT or ./data")
     p_demo.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole graph")
+    p_demo.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting: an ExperimentResource field (max_train_problems=200) or trainer.FIELD "
+        "(trainer.epochs=1); repeatable; checked by the resources' own validation",
+    )
     p_demo.add_argument("--json", default=None, help="also write the metrics and wall times to this JSON file")
     p_demo.add_argument(
         "--distill", action="store_true", help="also the distillation variant: a bigger teacher, the base as student"

