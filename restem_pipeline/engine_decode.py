@@ -19,8 +19,11 @@ memory policy, retries and dtype choice (``engine``), the forward pass itself (`
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -224,7 +227,7 @@ def _groups(fw, seqs, chunk, n_new: int, pad: int, stats: dict) -> tuple[list, t
     """The prefilled decode groups of ``chunk`` (jobs sorted by prompt length) and first-token logits."""
     groups, logits = [], []
     lengths = [length for length, _, _ in chunk]
-    for a, b in length_buckets(lengths, GROUP_SLACK, None):
+    for a, b in length_buckets(lengths, GROUP_SLACK, None if fw.shared_decode else BUCKET_TOKENS):
         order: list[int] = []  # distinct prompts; the jobs of one prompt are adjacent
         row_prompt, rank = [], []  # per row: its prompt (in order) and its place among that prompt's rows
         for _, i, _ in chunk[a:b]:
@@ -264,64 +267,99 @@ def _groups(fw, seqs, chunk, n_new: int, pad: int, stats: dict) -> tuple[list, t
     return groups, torch.cat(logits)
 
 
-class ThreadTuner:
-    """Picks torch's intra-op thread count for prefill and decode by timing a short probe.
+def _running_here() -> int:
+    """Threads of this process running now (OpenMP workers spin for a while after a parallel region)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, IndexError):  # a thread that just ended
+            count += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+    return count
 
-    On a machine shared with other jobs, each parallel region waits for its slowest thread: when the
-    other cores are busy, every op can wait a scheduler time slice, and 2 threads on 2 busy cores ran
-    up to 10x slower than 1 (measured on restem's 2-core sandbox). Before each batch and every
-    ``period`` decode steps (doubling, up to ``MAX_PERIOD``, while the choice holds; at once when a
-    step per row takes twice the first one timed after the last probe), the probe times
-    a few of the model's own MLP products at each candidate count (1, half and all of the threads
-    torch was given; rounds interleaved, best of ``ROUNDS``). More threads are taken only when they
-    beat fewer by ``MARGIN``: too many threads on a busy machine costs far more than too few on an
-    idle one. ``fixed`` pins a count instead.
+
+def _others_running(samples: int = 5) -> int:
+    """Other processes' threads running now (most of a few looks at /proc/stat), or a lot if unknown."""
+    most = 0
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+            mine = _running_here()
+        except (OSError, StopIteration, ValueError):
+            return 1 << 10
+        most = max(most, running - max(mine, 1))
+        time.sleep(0.002)
+    return most
+
+
+class ThreadTuner:
+    """Picks torch's intra-op thread count for the decode loop (and the next prefill) by timing real steps.
+
+    On a machine shared with other jobs, each parallel region waits for its slowest thread: with one
+    other busy process on restem's 2-core sandbox, 2 threads decoded 8x slower than 1, while an idle
+    machine runs 1.5x faster on 2 (a short synthetic probe could not tell these apart: it fits in one
+    scheduler time slice). So every ``period`` decode steps one other candidate (1, half or all of the
+    threads torch was given, in turn) runs up to two steps, and its time per row is compared with the
+    current count's last step. More threads are taken only when they beat fewer by ``MARGIN``; the
+    period doubles (up to ``MAX_PERIOD``) while the choice holds, jumps to the maximum when the trial
+    was over ``HOPELESS`` times slower, and a step twice as slow as the first after the last choice
+    (another job started) triggers a trial at once. Starts with all threads only when enough CPUs
+    look idle (``/proc/stat``'s running processes), else at 1: too many threads on a busy machine
+    cost far more than too few on an idle one. ``fixed`` pins a count instead.
     """
 
-    FIRST_PERIOD, MAX_PERIOD, PROBE_ROWS, PROBE_REPEATS, ROUNDS, MARGIN = 16, 128, 64, 2, 3, 0.75
+    FIRST_TRIAL, FIRST_PERIOD, MAX_PERIOD, MARGIN, HOPELESS = 2, 16, 256, 0.8, 3.0
 
     def __init__(self, fixed: int | None = None):
         most = torch.get_num_threads()
         self.candidates = [fixed] if fixed else sorted({1, max(1, most // 2), most})
-        self.best = self.candidates[0]
-        self.period, self.countdown = self.FIRST_PERIOD, 0
-        self.probes = 0
-        self.baseline: float | None = None  # seconds per row of the first step after the last probe
+        self.best = self.candidates[-1] if _others_running() + most <= (os.cpu_count() or 1) else self.candidates[0]
+        # from 1 thread, try more soon (the machine may be idle after all); from all, only if steps slow down
+        self.period = self.FIRST_PERIOD
+        self.countdown = self.FIRST_TRIAL if self.best == self.candidates[0] else self.FIRST_PERIOD
+        self.trial: int | None = None  # the count on trial
+        self.trial_time, self.trial_steps = float("inf"), 0
+        self.best_time: float | None = None  # seconds per row of the current count's last step
+        self.baseline: float | None = None  # seconds per row of the first step after the last choice
+        self.next_other = 0
+        self.switches = 0
 
-    def _probe(self, fw, threads: int) -> float:
-        torch.set_num_threads(threads)
-        layer = fw.layers[0]
-        x = torch.ones(self.PROBE_ROWS, fw.hidden_size, dtype=fw.dtype, device=fw.device)
-        started = time.perf_counter()
-        for _ in range(self.PROBE_REPEATS):
-            torch.mm(torch.mm(x, layer.w_gate_up)[:, : fw.intermediate_size], layer.w_down)
-        return time.perf_counter() - started
+    def apply(self, step: int | None = None) -> int:
+        """Set torch's thread count for decode step ``step`` (None: a prefill) and return it."""
+        threads = self.best
+        if step is not None and len(self.candidates) > 1 and self.best_time is not None:
+            if self.trial is None and self.countdown <= 0:
+                others = [c for c in self.candidates if c != self.best]
+                self.trial = others[self.next_other % len(others)]
+                self.next_other += 1
+                self.trial_time, self.trial_steps = float("inf"), 0
+            if self.trial is not None:
+                threads = self.trial
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
 
-    def apply(self, fw, step: int | None = None) -> None:
-        """Set torch's thread count: re-probed at the start of a batch (``step`` None) or when due."""
-        if len(self.candidates) > 1 and (step is None or self.countdown <= 0):
-            times = dict.fromkeys(self.candidates, float("inf"))
-            for _ in range(self.ROUNDS):
-                for c in self.candidates:
-                    times[c] = min(times[c], self._probe(fw, c))
-            choice = self.candidates[0]
-            for c in self.candidates[1:]:
-                if times[c] < self.MARGIN * times[choice]:
-                    choice = c
-            self.period = min(2 * self.period, self.MAX_PERIOD) if choice == self.best else self.FIRST_PERIOD
-            self.best, self.countdown, self.baseline = choice, self.period, None
-            self.probes += 1
-        self.countdown -= 1
-        if torch.get_num_threads() != self.best:
-            torch.set_num_threads(self.best)
-
-    def observe(self, seconds: float, rows: int) -> None:
-        """A decode step's time: one much slower than after the last probe (other jobs started) re-probes."""
+    def observe(self, threads: int, seconds: float, rows: int) -> None:
+        """The time of a decode step run with ``threads``."""
         per_row = seconds / max(rows, 1)
-        if self.baseline is None:
-            self.baseline = per_row
-        elif per_row > 2 * self.baseline:
-            self.countdown = 0
+        if threads != self.trial:
+            self.countdown -= 1
+            self.best_time = per_row
+            if self.baseline is None:
+                self.baseline = per_row
+            elif per_row > 2 * self.baseline:
+                self.countdown = 0  # much slower than just after the last choice: the machine's load changed
+            return
+        self.trial_time, self.trial_steps = min(self.trial_time, per_row), self.trial_steps + 1
+        hopeless = self.trial_time > self.HOPELESS * self.best_time
+        if self.trial_steps < 2 and not hopeless:
+            return  # a second step: the first after a change of count may pay for warm-up
+        better = self.trial_time < (self.MARGIN if self.trial > self.best else 1.0) * self.best_time
+        if better:
+            self.best, self.best_time, self.period = self.trial, self.trial_time, self.FIRST_PERIOD
+            self.switches += 1
+        else:
+            self.period = self.MAX_PERIOD if hopeless else min(2 * self.period, self.MAX_PERIOD)
+        self.countdown, self.trial, self.baseline = self.period, None, None
 
 
 class _StopCheck:
@@ -346,7 +384,7 @@ def decode_batch(sampler, seqs: list[list[int]], chunk: list[tuple[int, int, int
     """Completions for the jobs ``chunk`` ((prompt length, prompt index, sample index), sorted)."""
     fw, tok, n_new, stats = sampler.forward, sampler.tokenizer, params.max_new_tokens, sampler.stats
     tuner: ThreadTuner = sampler.tuner
-    tuner.apply(fw)
+    tuner.apply()
     dev, eos = fw.device, tok.eos_token_id
     groups, logits = _groups(fw, seqs, chunk, n_new, tok.pad_token_id, stats)
     # state per live slot, in batch order; ended slots are dropped together
@@ -398,10 +436,10 @@ def decode_batch(sampler, seqs: list[list[int]], chunk: list[tuple[int, int, int
             open_ = torch.ones(len(live), dtype=torch.bool, device=dev)
             groups, ended = survivors, []
             stats["compactions"] += 1
-        tuner.apply(fw, step)
+        threads = tuner.apply(step)
         started = time.perf_counter()
         logits = fw.forward(nxt[:, None], positions, [g.part(step) for g in groups], float_logits=False)
-        tuner.observe(time.perf_counter() - started, len(live))
+        tuner.observe(threads, time.perf_counter() - started, len(live))
         positions = positions + 1
         stats["decode_row_steps"] += len(live)
 

@@ -44,11 +44,14 @@ def smollm2_path() -> Path | None:
 
 
 PATH = smollm2_path()
-pytestmark = pytest.mark.skipif(
-    PATH is None,
-    reason="no SmolLM2-135M checkpoint: set RESTEM_SMOLLM2_PATH, or convert one with `make smollm2` "
-    f"(looked in $RESTEM_SMOLLM2_PATH, {DEFAULT_PATH}, <$RESTEM_DATA_ROOT or ./data>/named_models/smollm2-135m)",
-)
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.skipif(
+        PATH is None,
+        reason="no SmolLM2-135M checkpoint: set RESTEM_SMOLLM2_PATH, or convert one with `make smollm2` "
+        f"(looked in $RESTEM_SMOLLM2_PATH, {DEFAULT_PATH}, <$RESTEM_DATA_ROOT or ./data>/named_models/smollm2-135m)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
