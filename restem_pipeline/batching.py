@@ -35,9 +35,10 @@ def tokenize_pairs(
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    bos_id = tokenizer.bos_token_id if add_bos else None
     out = []
     for p, c in zip(p_ids, c_ids, strict=True):
+        bos = [] if bos_id is None or p[:1] == [bos_id] else [bos_id]  # as modeling.prompt_input_ids
         ids = (bos + p + c + [tokenizer.eos_token_id])[:max_length]
         out.append((ids, len(bos) + len(p)))
     return out

@@ -40,7 +40,7 @@ from restem_pipeline.engine_llama import (
     max_logit_gap,
     prefill_mask,
 )
-from restem_pipeline.modeling import load_model, load_tokenizer
+from restem_pipeline.modeling import load_model, load_tokenizer, prompt_input_ids
 from restem_pipeline.sampling import Completion, Progress, SamplingParams, batch_seed, truncate_at_stop
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -227,9 +227,7 @@ class CachedSampler:
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
     ) -> list[list[Completion]]:
         tok = self.tokenizer
-        encoded = tok(prompts, add_special_tokens=False)["input_ids"] if prompts else []
-        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-        seqs = [bos + e for e in encoded]
+        seqs = prompt_input_ids(tok, prompts)
         for i, s in enumerate(seqs):
             if not s:
                 raise ValueError(f"prompt {i} is empty and the tokenizer has no BOS token to start from")

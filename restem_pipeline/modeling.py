@@ -82,6 +82,17 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
+def prompt_input_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """What every sampler feeds the model for ``prompts``: BOS (when the tokenizer has one) + the prompt.
+
+    A prompt that already opens with the BOS token (a rendered chat template whose first token is
+    ``<|im_start|>``, SmolLM2's BOS) gets no second one: the model never saw a doubled BOS in training.
+    """
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    bos = tokenizer.bos_token_id
+    return [list(ids) if bos is None or ids[:1] == [bos] else [bos, *ids] for ids in encoded]
+
+
 def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str = "float32"):
     model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=getattr(torch, dtype))
     return model.to(device)

@@ -108,12 +108,33 @@ TEMPLATES: dict[str, PromptTemplate] = {
 }
 
 
+# Exemplars for chat few-shot where the text template has none: the embedded arith task's text prompts
+# stay zero-shot (the 1.1M model is pretrained on that frame), but an instruction-tuned model rambles
+# without an example of the answer's shape. Hand-written; names outside arith's own, so never a split's text.
+CHAT_EXEMPLARS: dict[str, tuple[tuple[str, str], ...]] = {
+    "arith": (
+        (
+            "Mia has 9 marbles. She buys 4 more. How many marbles does Mia have now?",
+            "Mia has 9 + 4 = 13 marbles. The answer is \\boxed{13}.",
+        ),
+        (
+            "Omar has 20 cards. He loses 6 cards. He makes the pile 2 times bigger. How many cards does Omar have now?",
+            "Omar has 20 - 6 = 14, then 14 * 2 = 28. The answer is \\boxed{28}.",
+        ),
+        (
+            "Mia has 18 shells. She keeps one of 3 equal shares. A friend gives her 5 more. She sells 2 of "
+            "them. How many shells does Mia have now?",
+            "Mia has 18 / 3 = 6, then 6 + 5 = 11, then 11 - 2 = 9. The answer is \\boxed{9}.",
+        ),
+    ),
+}
+
 # What a chat prompt asks for, per family: the answer in the form the verifier reads (and the human
 # solutions end with), so sampled and human targets agree.
 CHAT_INSTRUCTIONS = {
     "math": "Solve the problem step by step. End with: The answer is \\boxed{ANSWER}.",
     "gsm8k": "Solve the problem step by step. End with: The answer is \\boxed{N}.",
-    "arith": "Solve the problem step by step. End with: The answer is N.",
+    "arith": "Solve the problem step by step. End with: The answer is \\boxed{N}.",
     "code": "Write a complete Python solution. Reply with the code only, in one ```python block.",
 }
 
@@ -187,7 +208,8 @@ class Prompter:
             return tpl.render(problem.prompt)
         ask = chat_instruction(tpl)
         messages = []
-        for q, a in tpl.exemplars:
+        shots = tpl.exemplars or (CHAT_EXEMPLARS.get(tpl.name, ()) if self.few_shot else ())
+        for q, a in shots:
             messages += [{"role": "user", "content": f"{q}\n\n{ask}"}, {"role": "assistant", "content": a}]
         messages.append({"role": "user", "content": f"{problem.prompt}\n\n{ask}"})
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from restem_pipeline.modeling import load_model, load_tokenizer
+from restem_pipeline.modeling import load_model, load_tokenizer, prompt_input_ids
 
 Progress = Callable[[int, int], None]
 
@@ -98,14 +98,13 @@ class TransformersSampler:
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
     ) -> list[list[Completion]]:
         tok = self.tokenizer
-        encoded = tok(prompts, add_special_tokens=False)["input_ids"]
-        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        encoded = prompt_input_ids(tok, prompts)
         jobs = sorted((len(encoded[i]), i, j) for i in range(len(prompts)) for j in range(params.n))
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         done = 0
         for b, start in enumerate(range(0, len(jobs), self.batch_size)):
             chunk = jobs[start : start + self.batch_size]
-            seqs = [bos + encoded[i] for _, i, _ in chunk]
+            seqs = [encoded[i] for _, i, _ in chunk]
             width = max(map(len, seqs))
             input_ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(input_ids)

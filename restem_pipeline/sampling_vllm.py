@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from restem_pipeline.modeling import prompt_input_ids
 from restem_pipeline.sampling import Completion, Progress, SamplingParams, batch_seed
 
 INSTALL_HINT = (
@@ -67,10 +68,8 @@ def request_settings(params: SamplingParams, index: int, stop: Sequence[str]) ->
 
 
 def prompt_token_ids(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """What the transformers sampler feeds the model: ``bos`` (when the tokenizer has one) + the prompt."""
-    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return [bos + list(ids) for ids in encoded]
+    """What the transformers sampler feeds the model (``modeling.prompt_input_ids``)."""
+    return prompt_input_ids(tokenizer, prompts)
 
 
 def completion_from_output(output: Any, eos_token_id: int | None, prompt_index: int) -> Completion:

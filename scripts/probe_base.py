@@ -87,8 +87,15 @@ def main() -> int:
         r = probe(model, problems, style, shots == "few-shot", args.n, args.max_new_tokens, args.seed)
         results.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "example"}), file=sys.stderr)
-    cols = ["style", "mean_prompt_tokens", "greedy_pass@1", *[c for c in results[0] if c.startswith("pass@")],
-            "finished_fraction", "mean_new_tokens", "seconds"]
+    cols = [
+        "style",
+        "mean_prompt_tokens",
+        "greedy_pass@1",
+        *[c for c in results[0] if c.startswith("pass@")],
+        "finished_fraction",
+        "mean_new_tokens",
+        "seconds",
+    ]
     print(" | ".join(cols))
     for r in results:
         print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))

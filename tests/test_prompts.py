@@ -6,7 +6,7 @@ import pytest
 from transformers import PreTrainedTokenizerFast
 
 from restem_pipeline.batching import tokenize_pairs
-from restem_pipeline.modeling import train_tokenizer
+from restem_pipeline.modeling import prompt_input_ids, train_tokenizer
 from restem_pipeline.prompts import CHAT_INSTRUCTIONS, Prompter, resolve_style
 from restem_pipeline.sampling import Completion, SamplingParams
 from restem_pipeline.schema import Problem
@@ -74,10 +74,23 @@ def test_chat_examples_get_no_extra_bos(tokenizers):
     plain, _, _ = tokenizers
     assert isinstance(plain, PreTrainedTokenizerFast)
     prompt_ids = plain("Q", add_special_tokens=False).input_ids
-    (with_bos, n1), = tokenize_pairs(plain, ["Q"], ["A"], 64)
-    (without, n2), = tokenize_pairs(plain, ["Q"], ["A"], 64, add_bos=False)
+    ((with_bos, n1),) = tokenize_pairs(plain, ["Q"], ["A"], 64)
+    ((without, n2),) = tokenize_pairs(plain, ["Q"], ["A"], 64, add_bos=False)
     assert with_bos[0] == plain.bos_token_id and with_bos[1:] == without
     assert without[:n2] == prompt_ids and n1 == n2 + 1 and without[-1] == plain.eos_token_id
+
+
+def test_a_prompt_opening_with_bos_gets_no_second_one(tokenizers):
+    # SmolLM2's BOS is <|im_start|>, the first token of every rendered chat prompt: samplers must not
+    # double it (the M-step never trains on a doubled BOS), and must still add it to a plain prompt
+    plain, _, _ = tokenizers
+    bos = plain.bos_token  # "<s>"
+    q = plain("Q", add_special_tokens=False).input_ids
+    opened, bare = prompt_input_ids(plain, [f"{bos}Q", "Q"])
+    assert opened == [plain.bos_token_id, *q] and bare == [plain.bos_token_id, *q]
+    ((train_ids, n),) = tokenize_pairs(plain, [f"{bos}Q"], ["A"], 64)
+    assert train_ids[:n] == opened  # the M-step's prompt tokens are the sampler's
+    assert train_ids.count(plain.bos_token_id) == 1
 
 
 class _EchoSampler:

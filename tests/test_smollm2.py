@@ -19,6 +19,7 @@ import torch
 from restem_pipeline import named_models
 from restem_pipeline.batching import tokenize_pairs
 from restem_pipeline.engine import CachedSampler
+from restem_pipeline.modeling import load_tokenizer, prompt_input_ids
 from restem_pipeline.prompts import Prompter
 from restem_pipeline.sampling import SamplingParams
 from restem_pipeline.schema import Problem
@@ -84,6 +85,10 @@ def test_chat_prompt_sampling_and_m_step(smollm2, tmp_path):
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
     assert f"<|im_start|>user\n{PROBLEMS[0].prompt}\n\n" in text and prompter.stop(PROBLEMS[0]) == ()
     assert prompter.name == "chat/zero-shot"
+    tok = load_tokenizer(path)  # SmolLM2's BOS is <|im_start|>: the chat prompt's first token, never doubled
+    (fed,) = prompt_input_ids(tok, [text])
+    assert tok.bos_token == "<|im_start|>" and fed == tok(text, add_special_tokens=False).input_ids
+    assert fed[0] == tok.bos_token_id and fed[1] != tok.bos_token_id
 
     sampler = CachedSampler(str(path), stop=prompter.stop(PROBLEMS[0]))
     outs = sampler.generate(
