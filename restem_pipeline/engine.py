@@ -2,18 +2,26 @@
 
 Per call: prompts are expanded N times and sorted by length; consecutive jobs form a batch whose
 size is capped by ``batch_size`` and by a memory budget (KV cache + activations per sequence,
-estimated from the model's shape). Each batch prefills its distinct prompts once, in length buckets
-(left padding only within a bucket; the N samples of a prompt share its prefill), then decodes one
-token per step over a static KV cache (``engine_llama``). Rows that hit EOS or a stop string are
-dropped from the live batch and its cache. Sampling (temperature, top-k, top-p) draws from a
-per-sequence stream seeded with ``batch_seed(seed, job index)``, so a completion does not depend on
-batch size, memory budget, out-of-memory retries or which other rows finished: a re-run reproduces
-every completion, and greedy (``temperature=0``) is exact argmax. ``dtype='auto'`` picks bfloat16
-where the CPU (or GPU) has native bf16 and a probe shows bf16 keeps the model's next-token choices;
-logits and sampling are always float32. Completions follow ``TransformersSampler``: text cut at the
-first stop string, ``finished`` when EOS or a stop string ended it; ``num_tokens`` counts tokens
-generated up to EOS or up to the token that completed the stop string. Not covered: continuous
-batching (refilling finished slots), speculative decoding, non-Llama architectures (see
+estimated from the model's shape, a prompt's share counted once for its N samples). Each batch
+prefills its distinct prompts once, in length buckets (left padding only within a bucket; the N
+samples of a prompt share its prefill), then decodes one token per step over a static KV cache
+(``engine_llama``): in float32 a cache row per sequence; in half precision on CPU the N samples of a
+prompt share one copy of its keys/values (``engine_llama.SharedPart``). Rows that hit EOS or a stop
+string are dropped from the live batch and its cache. Sampling (temperature, top-k, top-p) draws
+from a per-sequence stream seeded with ``batch_seed(seed, job index)``, so in float32 a completion
+does not depend on batch size, memory budget, out-of-memory retries, which other rows finished or
+the thread count: a re-run reproduces every completion, and greedy (``temperature=0``) is exact
+argmax, token for token ``generate()``'s. In half precision those change rounding (how many cache
+columns a row's attention sums over; oneDNN's bf16 products split some sums by thread), so a
+completion is reproduced by a re-run with the same batches and thread count. ``threads`` pins torch's
+thread count; by default ``engine_decode.ThreadTuner`` picks it per batch and every few steps (one
+thread can be many times faster than two on a busy machine). ``dtype='auto'`` picks bfloat16 where
+the CPU (or GPU) has native bf16 and a probe shows bf16 keeps the model's next-token choices; the
+sampling distribution is always float32 (argmax and top-k are taken on the lm_head's own output).
+Completions follow ``TransformersSampler``: text cut at the first stop string, ``finished`` when
+EOS or a stop string ended it; ``num_tokens`` counts tokens generated up to EOS or up to the token
+that completed the stop string. Not covered: continuous batching (refilling finished slots),
+speculative decoding, a compiled decode step, non-Llama architectures (see
 ``engine_llama.SUPPORTED_MODEL_TYPES``; ``TransformersSampler`` runs anything).
 """
 
@@ -24,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from restem_pipeline.engine_decode import decode_batch
+from restem_pipeline.engine_decode import SHARED_SLOTS, ThreadTuner, decode_batch
 from restem_pipeline.engine_llama import (
     LlamaStyleForward,
     Part,
@@ -101,6 +109,7 @@ class CachedSampler:
         batch_size: int = 256,
         stop: tuple[str, ...] = (),
         memory_budget_mb: float | None = None,
+        threads: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -110,6 +119,8 @@ class CachedSampler:
             raise ValueError(
                 f"memory_budget_mb must be > 0 (or None for a share of free memory), got {memory_budget_mb}"
             )
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None to pick per decode step), got {threads}")
         self.tokenizer = load_tokenizer(model_path)
         self.device, self.batch_size, self.stop = device, batch_size, stop
         self.memory_budget_mb = memory_budget_mb
@@ -134,6 +145,7 @@ class CachedSampler:
         self.dtype = self.forward.dtype
         self._stop_candidates = self._stop_candidate_table()
         self.stats: dict[str, int] = {}
+        self.tuner = ThreadTuner(threads)
 
     # -- set-up checks -----------------------------------------------------------------------------
     def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,20 +195,24 @@ class CachedSampler:
             return int(self.memory_budget_mb * 2**20)
         return int(DEFAULT_MEMORY_FRACTION * available_memory_bytes(self.device))
 
-    def bytes_per_sequence(self, prompt_len: int, max_new_tokens: int) -> int:
-        """KV cache for prompt + new tokens, prefill activations, and the sampler's per-row vocab buffers."""
+    def bytes_per_sequence(self, prompt_len: int, max_new_tokens: int, samples: int = 1) -> int:
+        """KV cache for prompt + new tokens, prefill activations, and the sampler's per-row vocab buffers.
+
+        ``samples`` sequences share each prompt: its prefill (activations, attention scores) runs once
+        for all of them, and with ``shared_decode`` its KV cache is kept once per ``SHARED_SLOTS`` of them.
+        """
         fw = self.forward
         attention = fw.num_heads * prompt_len * prompt_len * 4
         vocab = fw.vocab_size * 24
+        prompt_copies = min(samples, SHARED_SLOTS) if fw.shared_decode else 1
         return (
-            fw.kv_bytes_per_token() * (prompt_len + max_new_tokens)
-            + fw.activation_bytes_per_token() * prompt_len
-            + attention
+            fw.kv_bytes_per_token() * (-(-prompt_len // prompt_copies) + max_new_tokens)
+            + -(-(fw.activation_bytes_per_token() * prompt_len + attention) // samples)
             + vocab
         )
 
-    def max_batch(self, prompt_len: int, max_new_tokens: int, budget: int) -> int:
-        need = self.bytes_per_sequence(prompt_len, max_new_tokens)
+    def max_batch(self, prompt_len: int, max_new_tokens: int, budget: int, samples: int = 1) -> int:
+        need = self.bytes_per_sequence(prompt_len, max_new_tokens, samples)
         if need > budget:
             raise SamplerMemoryError(
                 f"one sequence of {prompt_len} prompt + {max_new_tokens} new tokens needs about {need / 2**20:.1f} MB "
@@ -226,22 +242,26 @@ class CachedSampler:
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         self.stats = dict.fromkeys(("batches", "largest_batch", "compactions", "oom_retries", "prefill_tokens"), 0)
         self.stats["decode_row_steps"] = 0
-        budget, start = self.budget_bytes(), 0
-        while start < len(jobs):
-            self.max_batch(jobs[start][0], params.max_new_tokens, budget)  # raises if one sequence does not fit
-            size = 1
-            while start + size < len(jobs) and size < self.max_batch(
-                jobs[start + size][0], params.max_new_tokens, budget
-            ):
-                size += 1
-            chunk = jobs[start : start + size]
-            self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
-            results = self._run_with_retries(seqs, chunk, params)
-            for (_, i, j), completion in zip(chunk, results, strict=True):
-                out[i][j] = completion
-            start += size
-            if progress:
-                progress(start, len(jobs))
+        threads = torch.get_num_threads()  # the decode loop may change it per step (ThreadTuner)
+        try:
+            budget, start = self.budget_bytes(), 0
+            while start < len(jobs):
+                self.max_batch(jobs[start][0], params.max_new_tokens, budget)  # raises if one sequence does not fit
+                size = 1
+                while start + size < len(jobs) and size < self.max_batch(
+                    jobs[start + size][0], params.max_new_tokens, budget, params.n
+                ):
+                    size += 1
+                chunk = jobs[start : start + size]
+                self.stats["largest_batch"] = max(self.stats["largest_batch"], size)
+                results = self._run_with_retries(seqs, chunk, params)
+                for (_, i, j), completion in zip(chunk, results, strict=True):
+                    out[i][j] = completion
+                start += size
+                if progress:
+                    progress(start, len(jobs))
+        finally:
+            torch.set_num_threads(threads)
         return out  # type: ignore[return-value]
 
     def _run_with_retries(self, seqs, chunk, params: SamplingParams) -> list[Completion]:

@@ -6,10 +6,11 @@ same layout: Mistral, Qwen2, Qwen3) and runs prefill and one-token decode steps 
 output objects. The ops mirror transformers' own (RMSNorm in float32, rotary tables taken from the
 model's ``rotary_emb``, ``scaled_dot_product_attention``), so float32 results match the HF forward.
 Rows of a batch are left-padded to one column grid: every row writes its next token into the same
-cache column, and pad columns are masked out. ``check_against_hf`` compares logits with the HF
-forward once, so an architecture detail this module does not model fails loudly instead of
-sampling garbage. Not covered: sampling, batching and memory policy (``engine``), sliding-window
-attention, architectures outside ``SUPPORTED_MODEL_TYPES``.
+cache column, and pad columns are masked out; or (``SharedPart``, half precision on CPU) the
+samples of a prompt share its cache rows and attend to them as one query block. ``max_logit_gap``
+compares logits with the HF forward once, so an architecture detail this module does not model
+fails loudly instead of sampling garbage. Not covered: sampling, batching and memory policy
+(``engine``), sliding-window attention, architectures outside ``SUPPORTED_MODEL_TYPES``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class KVCache:
     @property
     def batch(self) -> int:
         return self.k[0].shape[0]
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A copy with rows ``rows`` (repeats allowed)."""
+        return KVCache([t.index_select(0, rows) for t in self.k], [t.index_select(0, rows) for t in self.v])
 
     def keep(self, rows: torch.Tensor, first_col: int, end_col: int) -> KVCache:
         """A compact copy holding only ``rows`` and columns ``first_col:end_col`` (the rest freed)."""
@@ -64,15 +69,38 @@ class Part:
 
     The current tokens' keys/values go to cache columns ``write``; queries attend to columns
     ``read`` where ``mask`` (rows, 1, query len, columns; bool) allows, or all of them when ``mask``
-    is None. ``read=None`` means the whole cache, densely (one decode token, half precision on CPU):
-    ``mask`` is then a float (rows, 1, 1, cache columns) added to the scores, -inf where unused.
+    is None.
     """
 
     rows: slice
     cache: KVCache
     write: slice
-    read: slice | None
+    read: slice
     mask: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class SharedPart:
+    """Decode rows ``rows`` (one token each) whose prompts' keys/values are stored once, not per row.
+
+    Cache row u (a *unit*) holds one prompt, right-aligned to column ``end``, followed by the
+    generated tokens of up to ``slots`` rows interleaved: the token of step s of the row in slot j
+    is column ``end + s * slots + j``. The unit's rows attend together, as one query block of
+    ``slots * query heads per KV head`` rows against the unit's cache (one attention problem per unit
+    and KV head instead of one per row: the prompt is read once for all its samples); ``mask``
+    (units, 1, that block, columns; additive, cache dtype) lets each slot see its prompt and only
+    its own generated tokens. Queries attend to columns ``0:read``. ``write`` indexes the new
+    keys/values of (row, KV head) in the cache viewed as (units * KV heads * columns, head_dim);
+    ``flat`` is each row's unit * slots + slot, None when the rows fill every slot in order.
+    """
+
+    rows: slice
+    cache: KVCache
+    write: torch.Tensor  # (rows * kv_heads,) long
+    read: int
+    mask: torch.Tensor
+    slots: int
+    flat: torch.Tensor | None
 
 
 @dataclass
@@ -127,8 +155,9 @@ class LlamaStyleForward:
         cfg, inner = model.config, model.model
         self.model_type = cfg.model_type
         self.dtype, self.device = dtype, torch.device(device)
-        # half precision on CPU: decode attention reads each group's whole cache densely (see Part)
-        self.dense_decode = self.device.type == "cpu" and dtype != torch.float32
+        # half precision on CPU: decode rows share their prompt's cache (``SharedPart``); float32 keeps
+        # a cache row per sequence and transformers' own attention call, so greedy matches generate()
+        self.shared_decode = self.device.type == "cpu" and dtype != torch.float32
         # and the residual stream, norms and rotary stay float32 there: only matrix products (weights,
         # their inputs) and the KV cache are half precision, so bf16 rarely changes a greedy choice
         self.act_dtype = torch.float32 if self.device.type == "cpu" else dtype
@@ -209,23 +238,38 @@ class LlamaStyleForward:
         return KVCache([make() for _ in self.layers], [make() for _ in self.layers])
 
     # -- forward -------------------------------------------------------------------------------
-    def _attend(self, q, k_cache, v_cache, read: slice | None, mask) -> torch.Tensor:
-        if read is not None:
-            return F.scaled_dot_product_attention(
-                q,
-                k_cache[:, :, read],
-                v_cache[:, :, read],
-                attn_mask=mask,
-                scale=self.scaling,
-                enable_gqa=self.num_heads != self.num_kv_heads,
-            )
-        # dense: a strided window would make CPU bf16 matmuls copy it, and CPU SDPA is slow in bf16
-        b, nq, _, d = q.shape
-        grouped = q.view(b, self.num_kv_heads, nq // self.num_kv_heads, d)  # GQA without repeating K/V
-        scores = torch.matmul(grouped, k_cache.transpose(-1, -2)).float() * self.scaling + mask
-        return torch.matmul(torch.softmax(scores, -1).to(self.dtype), v_cache).view(b, nq, 1, d)
+    def _attend(self, q, k_cache, v_cache, read: slice, mask) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q,
+            k_cache[:, :, read],
+            v_cache[:, :, read],
+            attn_mask=mask,
+            scale=self.scaling,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
 
-    def _layer(self, x, b: int, t: int, index: int, cos, sin, parts: list[Part]) -> torch.Tensor:
+    def _attend_shared(self, q: torch.Tensor, k_cache, v_cache, part: SharedPart) -> torch.Tensor:
+        """Attention for ``SharedPart`` rows: q (rows, heads, 1, dim) -> (rows, heads, 1, dim)."""
+        b, nq, _, d = q.shape
+        nk, units, n = self.num_kv_heads, k_cache.shape[0], part.slots
+        g = nq // nk
+        q = q.reshape(b, nq, d)
+        if part.flat is not None:  # some slots are empty (rows ended, or a prompt with fewer samples)
+            q = q.new_zeros(units * n, nq, d).index_copy_(0, part.flat, q)
+        q = q.view(units, n, nk, g, d).transpose(1, 2).reshape(units, nk, n * g, d)
+        out = F.scaled_dot_product_attention(
+            q,
+            k_cache[:, :, : part.read],
+            v_cache[:, :, : part.read],
+            attn_mask=part.mask[..., : part.read],
+            scale=self.scaling,
+        )
+        out = out.view(units, nk, n, g, d).transpose(1, 2).reshape(units * n, nq, d)
+        if part.flat is not None:
+            out = out.index_select(0, part.flat)
+        return out.view(b, nq, 1, d)
+
+    def _layer(self, x, b: int, t: int, index: int, cos, sin, parts: list[Part | SharedPart]) -> torch.Tensor:
         """One decoder layer on ``x`` (b * t, hidden): activations stay 2-D so every product is one ``mm``."""
         p = self.layers[index]
         nq, nk, d = self.num_heads, self.num_kv_heads, self.head_dim
@@ -237,16 +281,22 @@ class LlamaStyleForward:
             qk = torch.cat(
                 (_rms_norm(qk[:, :, :nq], p.q_norm, self.eps), _rms_norm(qk[:, :, nq:], p.k_norm, self.eps)), 2
             )
-        qk = qk.transpose(1, 2)
+        qk = qk.to(self.act_dtype).transpose(1, 2)  # widened once: mixed-dtype products are slow on CPU
         qk = (qk * cos) + (qk.roll(d // 2, -1) * sin)  # rotary on q and k at once; sin's first half is negated
         q, k, v = qk[:, :nq].to(self.dtype), qk[:, nq:], v.transpose(1, 2)
         outs = []
+        whole = len(parts) == 1
         for part in parts:
             kc, vc = part.cache.k[index], part.cache.v[index]
-            whole = len(parts) == 1
-            kc[:, :, part.write] = k if whole else k[part.rows]
-            vc[:, :, part.write] = v if whole else v[part.rows]
-            outs.append(self._attend(q if whole else q[part.rows], kc, vc, part.read, part.mask))
+            kp, vp, qp = (k, v, q) if whole else (k[part.rows], v[part.rows], q[part.rows])
+            if isinstance(part, SharedPart):
+                kc.view(-1, d).index_copy_(0, part.write, kp.reshape(-1, d).to(kc.dtype))
+                vc.view(-1, d).index_copy_(0, part.write, vp.reshape(-1, d).to(vc.dtype))
+                outs.append(self._attend_shared(qp, kc, vc, part))
+                continue
+            kc[:, :, part.write] = kp
+            vc[:, :, part.write] = vp
+            outs.append(self._attend(qp, kc, vc, part.read, part.mask))
         attn = outs[0] if len(outs) == 1 else torch.cat(outs)
         x = x + torch.mm(attn.transpose(1, 2).reshape(b * t, nq * d), p.wo)
         h = _rms_norm(x, p.ln2, self.eps).to(self.dtype)
@@ -254,12 +304,18 @@ class LlamaStyleForward:
         return x + torch.mm(self.act(gate) * up, p.w_down)
 
     def forward(
-        self, ids: torch.Tensor, positions: torch.Tensor, parts: list[Part], all_positions: bool = False
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        parts: list[Part | SharedPart],
+        all_positions: bool = False,
+        float_logits: bool = True,
     ) -> torch.Tensor:
-        """Float32 logits of the last column (or every column) for ``ids`` (batch, len).
+        """Logits of the last column (or every column) for ``ids`` (batch, len): float32, or with
+        ``float_logits=False`` the lm_head's own dtype (no copy of a batch x vocab tensor).
 
-        ``parts`` cover the batch's rows in order, each with its cache (see ``Part``); ``positions``
-        (batch, len) are rotary positions.
+        ``parts`` cover the batch's rows in order, each with its cache (see ``Part``, ``SharedPart``);
+        ``positions`` (batch, len) are rotary positions.
         """
         b, t = ids.shape
         x = F.embedding(ids.view(-1), self.embed).to(self.act_dtype)
@@ -268,7 +324,9 @@ class LlamaStyleForward:
             x = self._layer(x, b, t, index, cos, sin, parts)
         if not all_positions and t > 1:
             x = x.view(b, t, -1)[:, -1]
-        logits = torch.mm(_rms_norm(x, self.final_norm, self.final_eps).to(self.dtype), self.lm_head).float()
+        logits = torch.mm(_rms_norm(x, self.final_norm, self.final_eps).to(self.dtype), self.lm_head)
+        if float_logits:
+            logits = logits.float()
         return logits.view(b, t, -1) if all_positions else logits
 
 

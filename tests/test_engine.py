@@ -6,7 +6,10 @@ Qwen3 / Mistral layouts); sampling is seeded per sequence (re-runs reproduce, se
 size and dropped rows change nothing); stop strings cut like ``TransformersSampler``; the memory
 budget caps batches, names its setting when even one sequence does not fit, and a real allocation
 failure halves the batch; bf16 keeps most greedy completions; unsupported architectures fail
-clearly or fall back; ``SamplerResource`` wiring and validation.
+clearly or fall back; ``SamplerResource`` wiring and validation. Half precision's shared-prompt
+decode (a prompt's KV cache stored once for its N samples) gives the logits a cache per row gives,
+also after rows and whole prompts are dropped; the blockwise argmax / top-k equal torch's; float32
+output does not depend on the thread count; the memory estimate counts a shared prompt once.
 """
 
 import json
@@ -20,8 +23,9 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 from resources import SamplerResource
-from restem_pipeline import arith
+from restem_pipeline import arith, engine_decode
 from restem_pipeline.engine import CachedSampler, SamplerMemoryError, UnsupportedModelError, native_bf16
+from restem_pipeline.engine_decode import ThreadTuner, argmax_rows, topk_rows
 from restem_pipeline.modeling import TinyLlamaSpec, load_tokenizer, tiny_llama
 from restem_pipeline.prompts import template_for
 from restem_pipeline.sampling import SamplingParams, TransformersSampler
@@ -76,8 +80,6 @@ def test_greedy_equals_generate_token_for_token(fp32, reference, prompts):
 def test_many_decode_groups_give_the_same_completions_as_one(tiny_base, prompts, monkeypatch, dtype):
     """Rows split into one cache per prompt length (each right-aligned to its own longest) decode
     exactly as one shared cache does, also after finished rows are dropped group by group."""
-    from restem_pipeline import engine_decode
-
     one = CachedSampler(tiny_base, dtype=dtype, batch_size=64)
     merged = one.generate(prompts, SAMPLED)
     monkeypatch.setattr(engine_decode, "GROUP_SLACK", (1.0, 0))  # a group per distinct prompt length
@@ -267,3 +269,101 @@ def test_resource_defaults_to_restem_on_cpu_and_validates(tiny_base):
         SamplerResource(dtype="fp8")
     with pytest.raises(ValueError, match="dtype must be 'auto' or one of .*'fp8'"):
         CachedSampler(tiny_base, dtype="fp8")
+
+
+def _decode_logits(fw, seqs, chunk, tokens, drop_after: int, keep: list[int]) -> list[torch.Tensor]:
+    """Logits of decode steps fed ``tokens`` (rows, steps), dropping to rows ``keep`` after step ``drop_after``."""
+    groups, _ = engine_decode._groups(fw, seqs, chunk, tokens.shape[1], 0, {"prefill_tokens": 0})
+    assert len(groups) == 1
+    positions = torch.tensor([length for length, _, _ in chunk])[:, None]
+    rows, out = list(range(len(chunk))), []
+    for step in range(tokens.shape[1]):
+        if step == drop_after:
+            local = [rows.index(r) for r in keep]
+            groups = [groups[0].keep(fw, local, 0, step)]
+            rows = keep
+        out.append(fw.forward(tokens[rows, step : step + 1], positions[rows] + step, [g.part(step) for g in groups]))
+    return out
+
+
+def test_shared_prompt_decode_gives_the_logits_of_a_cache_per_row(tiny_base, prompts, tmp_path):
+    """N samples of a prompt attend to one copy of its KV cache, each seeing only its own new tokens
+    (each row is fed different tokens here): the logits match a cache per row to bf16 rounding."""
+    tok = load_tokenizer(tiny_base)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    path = _save(AutoModelForCausalLM.from_config(config), tok, tmp_path / "gqa")
+    half, fp32 = CachedSampler(path, dtype="bfloat16"), CachedSampler(path, dtype="float32")
+    assert half.forward.shared_decode and not fp32.forward.shared_decode
+    seqs = [[tok.bos_token_id, *tok(p, add_special_tokens=False)["input_ids"]] for p in prompts[::9][:5]]
+    chunk = sorted((len(seqs[i]), i, j) for i in range(len(seqs)) for j in range(3))  # 5 prompts x 3 samples
+    tokens = torch.randint(3, len(tok), (len(chunk), 8), generator=torch.Generator().manual_seed(1))
+    keep = [r for r in range(len(chunk)) if r >= 6 and r != 7]  # every row of two prompts, one row of another
+    with torch.inference_mode():
+        shared = _decode_logits(half.forward, seqs, chunk, tokens, 4, keep)
+        half.forward.shared_decode = False
+        per_row = _decode_logits(half.forward, seqs, chunk, tokens, 4, keep)
+        exact = _decode_logits(fp32.forward, seqs, chunk, tokens, 4, keep)
+    for step, (a, b, c) in enumerate(zip(shared, per_row, exact, strict=True)):
+        scale = c.abs().max().item()
+        assert (a - c).abs().max().item() <= 2 * (b - c).abs().max().item() + 0.02 * scale, step
+        assert (a - b).abs().max().item() <= 0.05 * scale, step
+
+
+def test_blockwise_argmax_and_top_k_equal_torchs():
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (torch.randn(6, 49152, generator=g) * 4).to(dtype)
+        x[1, 100] = x[1, 5000] = x[1].max() + 1  # a tie: the first index wins, as in torch
+        x[2] = 0.0  # all tied
+        assert torch.equal(argmax_rows(x), x.argmax(-1))
+        values, index = topk_rows(x, 40)
+        assert torch.equal(values, x.topk(40, -1).values)  # the same k largest, in order
+        assert torch.equal(x.gather(1, index), values)  # at their own indices (tied values may swap places)
+        assert all(len(set(row)) == 40 for row in index.tolist())
+    odd = torch.randn(3, 1000, generator=g)  # not a multiple of the block: torch's own
+    assert torch.equal(argmax_rows(odd), odd.argmax(-1)) and torch.equal(topk_rows(odd, 5)[1], odd.topk(5, -1)[1])
+
+
+def test_threads_fixed_or_tuned_change_no_float32_completion(tiny_base, fp32, prompts):
+    some = prompts[:12]
+    ref = fp32.generate(some, SAMPLED)
+    before = torch.get_num_threads()
+    pinned = CachedSampler(tiny_base, dtype="float32", batch_size=64, threads=1)
+    assert pinned.tuner.candidates == [1] and pinned.generate(some, SAMPLED) == ref
+    assert torch.get_num_threads() == before  # restored after generate
+    tuner = ThreadTuner()
+    assert tuner.candidates[0] == 1 and tuner.candidates[-1] == before and tuner.best in (1, before)
+    tuner.best, tuner.countdown = 1, ThreadTuner.FIRST_TRIAL  # as on a busy machine
+    if before > 1:  # more threads on trial, much slower: kept at 1, the next trial far away
+        assert tuner.apply() == 1 and [tuner.apply(s) for s in range(2)] == [1, 1]
+        tuner.observe(1, 0.01, 10), tuner.observe(1, 0.01, 10)
+        assert tuner.apply(2) == before and torch.get_num_threads() == before
+        tuner.observe(before, 0.05, 10)
+        assert tuner.best == 1 and tuner.apply(3) == 1 and tuner.countdown == ThreadTuner.MAX_PERIOD
+        tuner.observe(1, 0.01, 10)  # then a step 3x slower than the first after that choice: a trial at once
+        tuner.observe(1, 0.03, 10)
+        assert tuner.countdown == 0 and tuner.apply(4) == before
+        tuner.observe(before, 0.012, 10), tuner.observe(before, 0.011, 10)
+        assert tuner.best == before and tuner.switches == 1
+    torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        CachedSampler(tiny_base, threads=0)
+
+
+def test_memory_estimate_counts_a_shared_prompt_once(tiny_base):
+    half = CachedSampler(tiny_base, dtype="bfloat16", batch_size=256)
+    one, eight = half.bytes_per_sequence(400, 64), half.bytes_per_sequence(400, 64, samples=8)
+    assert eight < one / 3  # prefill activations and the prompt's cache, once per 8 samples
+    kv = half.forward.kv_bytes_per_token()
+    assert eight >= kv * (400 // 8 + 64)
