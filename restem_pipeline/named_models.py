@@ -20,11 +20,11 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from restem_pipeline.atomic import write_dir
 
 
 class NamedModelMissing(RuntimeError):
@@ -137,11 +137,6 @@ def ensure_checkpoint(name: str, root: Path, log=print) -> tuple[Path, dict]:
         raise RuntimeError(f"converting {src}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.tie_weights()
     del gguf_model
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
     provenance = {
         "name": spec.name,
         "model": spec.model,
@@ -155,15 +150,14 @@ def ensure_checkpoint(name: str, root: Path, log=print) -> tuple[Path, dict]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tok),
         "licence": spec.licence,
-        "converted_in_s": round(time.perf_counter() - t0, 1),
     }
-    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        provenance["converted_in_s"] = round(time.perf_counter() - t0, 1)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
+
+    write_dir(out, write)
     log(f"converted {spec.name} in {provenance['converted_in_s']}s ({provenance['parameters']:,} parameters)")
     return out, provenance

@@ -23,13 +23,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from restem_pipeline.atomic import commit_file
 
 Progress = Callable[[int, int], None]
 Log = Callable[[str], None]
@@ -154,29 +155,6 @@ def check_exactly_once(df: pl.DataFrame, problem_ids: Sequence[str], n: int, id_
         )
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def commit_atomic(directory: Path, name: str, write: Callable[[Path], None]) -> Path:
-    """``write`` a temporary file in ``directory``, fsync it, rename it to ``name``, fsync the directory."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        _fsync_path(Path(tmp))
-        os.replace(tmp, directory / name)
-        _fsync_path(directory, directory=True)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return directory / name
-
-
 def _canonical(obj: dict) -> dict:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -228,7 +206,7 @@ class ShardDir:
         for p in old:  # before the new manifest, so stale shards never sit under it
             p.unlink()
         manifest = {"format": FORMAT, "fingerprint": self.fingerprint}
-        commit_atomic(self.directory, MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+        commit_file(self.directory, MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         return len(old), len(temps)
 
     def _stored_fingerprint(self) -> tuple[dict | None, str]:
@@ -263,7 +241,7 @@ class ShardDir:
         return None, f"{shard.name}: {problem}"
 
     def commit(self, shard: Shard, df: pl.DataFrame) -> Path:
-        return commit_atomic(self.directory, shard.name, lambda p: df.write_parquet(p, compression="zstd"))
+        return commit_file(self.directory, shard.name, lambda p: df.write_parquet(p, compression="zstd"))
 
 
 def run_shards(

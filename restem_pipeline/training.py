@@ -42,6 +42,7 @@ from typing import Literal
 
 import torch
 
+from restem_pipeline.atomic import write_dir
 from restem_pipeline.batching import (
     IGNORE_INDEX,
     Example,
@@ -364,8 +365,10 @@ def _train(
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    """Save an HF checkpoint atomically: complete at ``out_dir`` or the previous one left there (``atomic``)."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return write_dir(out_dir, write)
