@@ -132,24 +132,33 @@ def evaluate(
 
 
 def _per_problem(samples: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
+    """Per problem: greedy correctness, pass@k and maj@K, each over its *scored* samples only.
+
+    An unscored verdict (null reward: verifier timeout, sandbox outage) is the infrastructure's
+    failure, not the model's: it is counted in ``unscored`` and left out of every metric's
+    denominator; a problem with no scored greedy verdict (or fewer than k scored samples) is left out
+    of that metric's mean instead of counting as wrong.
+    """
     recs = []
+    scored = pl.col("reward").is_not_null()
     for (pid, split, level), grp in samples.group_by(["problem_id", "split", "level"]):
-        g = grp.filter(pl.col("kind") == "greedy")
-        s = grp.filter(pl.col("kind") == "sample").sort("sample_index")
+        g = grp.filter((pl.col("kind") == "greedy") & scored)
+        drawn = grp.filter(pl.col("kind") == "sample")
+        s = drawn.filter(scored).sort("sample_index")
         rec = {
             "problem_id": pid,
             "split": split,
             "level": level,
-            "greedy": float(g["reward"].fill_null(0.0).sum()) if len(g) else None,
+            "greedy": float(g["reward"][0]) if len(g) else None,
             "unscored": int(grp["reward"].is_null().sum()),
         }
-        if len(s):
+        if len(drawn):
             correct = int((s["reward"] == 1.0).sum())
             for k in cfg.ks:
                 rec[f"pass@{k}"] = pass_at_k(len(s), correct, k) if k <= len(s) else None
             maj = majority_answer(s["answer"].to_list())
             hit = s.filter(pl.col("answer") == maj)["reward"] if maj is not None else pl.Series([0.0])
-            rec[f"maj@{len(s)}"] = float(hit[0] or 0.0)
+            rec[f"maj@{len(drawn)}"] = float(hit[0]) if len(s) else None
         recs.append(rec)
     return pl.DataFrame(recs)
 
@@ -160,7 +169,8 @@ def summarize(samples: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
         return pl.DataFrame()
     per = _per_problem(samples, cfg).with_columns(pl.col("level").cast(pl.String).fill_null("none"))
     metric_cols = ["greedy"] + [c for c in per.columns if c.startswith(("pass@", "maj@"))]
-    aggs = [pl.len().alias("problems"), pl.col("unscored").sum()] + [pl.col(c).mean() for c in metric_cols]
+    aggs = [pl.len().alias("problems"), pl.col("unscored").sum(), pl.col("greedy").count().alias("scored_problems")]
+    aggs += [pl.col(c).mean() for c in metric_cols]  # mean() skips nulls: unscored problems are left out
     by_level = per.group_by(["split", "level"]).agg(aggs)
     overall = per.group_by("split").agg(aggs).with_columns(pl.lit("all").alias("level"))
     out = pl.concat([by_level, overall.select(by_level.columns)])
@@ -174,7 +184,8 @@ def headline(summary: pl.DataFrame, cfg: EvalConfig) -> dict[str, float]:
         split = row["split"]
         out[f"{split}/pass@1"] = row["pass@1_greedy"]
         out[f"{split}/problems"] = row["problems"]
-        out[f"{split}/unscored"] = row["unscored"]
+        out[f"{split}/unscored"] = row["unscored"]  # samples; left out of every metric above
+        out[f"{split}/scored_problems"] = row["scored_problems"]  # pass@1's denominator
         if split == "test":
             for k in cfg.ks:
                 if row.get(f"pass@{k}") is not None:

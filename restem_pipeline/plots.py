@@ -40,15 +40,24 @@ def pass_at_k_curve(samples: pl.DataFrame, split: str = "test") -> dict[int, flo
     """{k: mean over problems of pass@k} for k = 1..K, K the fewest samples any problem has.
 
     Uses the ``kind == "sample"`` rows of ``eval_samples``; a sample counts as correct when its reward
-    is 1.0 (unscored samples count as not correct, as in the evaluation summary). Empty if none.
+    is 1.0. Unscored samples (null reward: the verifier failed, not the model) are left out, as in the
+    evaluation summary: a problem's pass@k uses its n scored samples, and a problem with fewer than k
+    scored samples is left out of that k's mean. Empty if none.
     """
     rows = samples.filter((pl.col("kind") == "sample") & (pl.col("split") == split))
     if rows.is_empty():
         return {}
-    per = rows.group_by("problem_id").agg(pl.len().alias("n"), (pl.col("reward") == 1.0).sum().alias("c"))
+    per = rows.group_by("problem_id").agg(
+        pl.len().alias("drawn"), pl.col("reward").count().alias("n"), (pl.col("reward") == 1.0).sum().alias("c")
+    )
     counts = [(int(n), int(c)) for n, c in per.select("n", "c").iter_rows()]
-    top = min(n for n, _ in counts)
-    return {k: sum(pass_at_k(n, c, k) for n, c in counts) / len(counts) for k in range(1, top + 1)}
+    top = int(per["drawn"].min())
+    curve = {}
+    for k in range(1, top + 1):
+        scored = [pass_at_k(n, c, k) for n, c in counts if n >= k]
+        if scored:
+            curve[k] = sum(scored) / len(scored)
+    return curve
 
 
 def level_accuracy(summary_rows: list[dict], split: str = "test", metric: str = "pass@1_greedy") -> dict[str, float]:

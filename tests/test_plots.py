@@ -40,7 +40,7 @@ HAND_MADE = {
     "p1": [1.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # 2 of 6 correct
     "p2": [0.0] * 6,  # none
     "p3": [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],  # 5 of 6
-    "p4": [None, 1.0, 0.0, 0.0, 0.0, 0.0],  # an unscored sample counts as not correct
+    "p4": [None, 1.0, 0.0, 0.0, 0.0, 0.0],  # an unscored sample is left out: 1 of 5 scored
 }
 
 
@@ -55,10 +55,12 @@ def test_pass_at_k_curve_is_the_mean_unbiased_estimator():
     curve = plots.pass_at_k_curve(samples)
     assert list(curve) == [1, 2, 3, 4, 5, 6]
     for k, value in curve.items():
-        expected = (pass_at_k(6, 2, k) + pass_at_k(6, 0, k) + pass_at_k(6, 5, k) + pass_at_k(6, 1, k)) / 4
+        p4 = [pass_at_k(5, 1, k)] if k <= 5 else []  # p4 has 5 scored samples: left out of pass@6
+        expected = (pass_at_k(6, 2, k) + pass_at_k(6, 0, k) + pass_at_k(6, 5, k) + sum(p4)) / (3 + len(p4))
         assert value == pytest.approx(expected, abs=1e-12)
-    assert curve[1] == pytest.approx((2 + 0 + 5 + 1) / 24)
-    assert curve[2] == pytest.approx((1 - math.comb(4, 2) / 15 + 0 + 1 + 1 - math.comb(5, 2) / 15) / 4)
+    assert curve[1] == pytest.approx((2 / 6 + 0 + 5 / 6 + 1 / 5) / 4)
+    assert curve[6] == pytest.approx((1 + 0 + 1) / 3)
+    assert curve[2] == pytest.approx((1 - math.comb(4, 2) / 15 + 0 + 1 + 1 - math.comb(4, 2) / math.comb(5, 2)) / 4)
 
 
 def test_pass_at_k_curve_matches_the_evaluation_summary():
