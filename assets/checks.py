@@ -7,7 +7,9 @@ sandbox would otherwise shrink the training set quietly. A timeout counts here o
 sample unscored (a math verifier timeout); a code program that ran out of time is a real wrong answer.
 On ``iter_t/training_set`` (blocking): ``cap_holds`` (only correct samples, at most the cap per problem)
 and ``training_set_not_empty``. On ``iter_t/eval_report`` (severity WARN, not blocking):
-``not_worse_than_base``, validation pass@1 against the base model's, both from the stored reports.
+``not_worse_than_base``, validation pass@1 against the base model's, both from the stored reports, and
+``eval_unscored_rate``: evaluation verdicts left unscored (left out of every metric) at most
+``max_eval_unscored_rate``.
 Every result carries its counts and rates as metadata. Not covered: checks on the baselines.
 """
 
@@ -28,9 +30,13 @@ UNSCORED_RATES = (
 )
 
 
-def unscored_rate_result(df: pl.DataFrame, status: str, threshold: float) -> dg.AssetCheckResult:
-    """Passes when the fraction of samples with ``status`` and no reward is at most ``threshold``."""
-    count = int(((df["status"] == status) & df["reward"].is_null()).sum()) if len(df) else 0
+def unscored_rate_result(
+    df: pl.DataFrame, status: str | None, threshold: float, severity: dg.AssetCheckSeverity | None = None
+) -> dg.AssetCheckResult:
+    """Passes when the fraction of samples with ``status`` (None: any) and no reward is at most ``threshold``."""
+    unscored = df["reward"].is_null() if status is None else (df["status"] == status) & df["reward"].is_null()
+    count = int(unscored.sum()) if len(df) else 0
+    status = status or "unscored"
     rate = count / len(df) if len(df) else 0.0
     return dg.AssetCheckResult(
         passed=rate <= threshold,
@@ -41,6 +47,7 @@ def unscored_rate_result(df: pl.DataFrame, status: str, threshold: float) -> dg.
             "threshold": dg.MetadataValue.float(threshold),
         },
         description=None if rate <= threshold else f"{count} of {len(df)} samples are {status} ({rate:.1%})",
+        severity=severity or dg.AssetCheckSeverity.ERROR,
     )
 
 
@@ -160,8 +167,20 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
             stored_report(root, name, "base"), stored_report(root, name, stage), checks.validation_tolerance
         )
 
+    @dg.asset_check(
+        asset=iteration_key(t, "eval_report"),
+        blocking=False,
+        description="Warns when more than ChecksResource.max_eval_unscored_rate of the evaluation's verdicts are "
+        "unscored: they are left out of pass@k, so the report's numbers rest on fewer problems.",
+    )
+    def eval_unscored_rate(
+        context: dg.AssetCheckExecutionContext, storage: StorageResource, checks: ChecksResource
+    ) -> dg.AssetCheckResult:
+        df = storage.root().read_table("eval_samples", context.partition_key, stage)
+        return unscored_rate_result(df, None, checks.max_eval_unscored_rate, dg.AssetCheckSeverity.WARN)
+
     rates = [unscored_rate_check(t, *spec) for spec in UNSCORED_RATES]
-    return [sample_conservation, *rates, cap_holds, training_set_not_empty, not_worse_than_base]
+    return [sample_conservation, *rates, cap_holds, training_set_not_empty, not_worse_than_base, eval_unscored_rate]
 
 
 __all__ = ["build_iteration_checks", "unscored_rate_result", "validation_delta_result"]

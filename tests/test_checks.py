@@ -229,6 +229,11 @@ def test_rates_count_only_unscored_verdicts():
     assert not timeouts.passed
     assert unscored_rate_result(df, "infra_error", 0.2).passed  # 1 of 5 = 0.2: at the threshold holds
     assert unscored_rate_result(df.clear(), "timeout", 0.0).passed
+    # the evaluation's check counts every unscored verdict (2 of 5), as a warning
+    anything = unscored_rate_result(df, None, 0.3, dg.AssetCheckSeverity.WARN)
+    assert not anything.passed and anything.metadata["unscored"].value == 2
+    assert anything.severity == dg.AssetCheckSeverity.WARN and "2 of 5 samples are unscored" in anything.description
+    assert unscored_rate_result(df, None, 0.4).passed
 
 
 def test_thresholds_are_validated():

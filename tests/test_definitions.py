@@ -44,6 +44,7 @@ def test_groups_partitions_and_checks():
     checks = {(c.asset_key.to_user_string(), c.name) for c in g.asset_check_keys}
     assert ("iter_2/verified_samples", "sample_conservation") in checks
     assert ("iter_1/training_set", "cap_holds") in checks
+    assert ("iter_2/eval_report", "eval_unscored_rate") in checks
 
 
 def test_iterations_setting(monkeypatch):
