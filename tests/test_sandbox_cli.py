@@ -91,3 +91,40 @@ def test_sandbox_build_is_a_no_op_when_up_to_date(capsys):
     assert _run(["sandbox", "build"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == image_ref() and "up to date" in captured.err
+
+
+def test_interrupted_verify_writes_what_finished_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT) part-way: one line on stderr, the finished verdicts written, exit status 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "started"
+    slow = {"id": "slow", "tests": {"inputs": ["\n"], "outputs": ["1\n"]}, "program": (
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)\nprint(1)\n")}  # fmt: skip
+    rows = [ROWS[0], ROWS[1], ROWS[2], slow, ROWS[0]]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a background job (CI, this harness) may inherit SIGINT ignored: restore what a terminal's Ctrl-C meets
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from assets.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["verify", "code", str(src), "-o", str(out), "--backend", "unsafe-local", "--workers", "1"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *argv, "--no-progress", "--timeout", "120"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the slow program never started"
+    started = time.monotonic()
+    os.kill(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and time.monotonic() - started < 30  # not after the 60 s sleep
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in got] == [("a", "pass"), ("b", "fail"), ("c", "pass")]
+    assert err.strip().splitlines()[-1] == f"interrupted: 3 of 5 verdicts written to {out}"
+    assert "Traceback" not in err

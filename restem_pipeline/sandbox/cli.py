@@ -66,6 +66,18 @@ def read_jobs(path: str) -> tuple[list[dict], list[str], list[str]]:
     return rows, programs, tests
 
 
+def write_verdicts(output: str, rows: list[dict], results: list) -> None:
+    """Each input row with its verdict (status, per-test statuses, reward, detail), one JSON line each."""
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        for row, r in zip(rows, results, strict=True):
+            row.update(status=r.status, test_statuses=r.tests, reward=r.reward, detail=r.detail)
+            out.write(json.dumps(row) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
 def verify_code_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -79,6 +91,7 @@ def verify_code_command(args: argparse.Namespace) -> int:
     if args.backend == "unsafe-local":
         print("warning: --backend unsafe-local runs programs with NO isolation", file=sys.stderr)
     bar = tqdm(total=len(rows), desc="verify code", unit="prog", file=sys.stderr, disable=args.no_progress)
+    done: dict[int, object] = {}  # verdicts as they finish: what an interrupted run still writes
     try:
         results = run_programs(
             programs,
@@ -89,20 +102,21 @@ def verify_code_command(args: argparse.Namespace) -> int:
             limits=Limits(mem_mb=args.mem_mb),
             stop_on_fail=args.stop_on_fail,
             progress=bar.update,
+            on_result=done.__setitem__,
         )
     except InfraError as e:
+        bar.close()
         print(f"error: sandbox unavailable: {e}", file=sys.stderr)
         return 2
-    finally:
+    except KeyboardInterrupt:
         bar.close()
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
-    try:
-        for row, r in zip(rows, results, strict=True):
-            row.update(status=r.status, test_statuses=r.tests, reward=r.reward, detail=r.detail)
-            out.write(json.dumps(row) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        finished = dict(sorted(done.items()))
+        write_verdicts(args.output, [rows[i] for i in finished], list(finished.values()))
+        where = "stdout" if args.output == "-" else args.output
+        print(f"\ninterrupted: {len(finished)} of {len(rows)} verdicts written to {where}", file=sys.stderr)
+        return 130
+    bar.close()
+    write_verdicts(args.output, rows, results)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from restem_pipeline.sandbox.compare import TestCase, TestSpecError, parse_tests
 from restem_pipeline.sandbox.results import SKIPPED, ProgramResult, TestResult, judge, overall_status
@@ -141,8 +141,13 @@ class SandboxPool:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         stop_on_fail: bool = False,
         progress: Callable[[int], None] | None = None,
+        on_result: Callable[[int, ProgramResult], None] | None = None,
     ) -> list[ProgramResult]:
         """Run ``programs[i]`` against ``tests[i]`` (a ``Problem.tests`` JSON string); order kept.
+
+        ``on_result(i, result)`` is called as each program finishes (from a worker thread), so a caller
+        interrupted part-way (Ctrl-C) still holds the verdicts that were finished; pending programs
+        are cancelled at the interruption.
 
         ``timeout_s`` is the wall-clock limit per test. ``stop_on_fail`` skips a program's remaining
         tests after its first non-pass (faster for rewards; statuses then read ``skipped``).
@@ -163,12 +168,24 @@ class SandboxPool:
                 result, worker = self._run_one(worker, programs[i], cases[i], timeout_s, stop_on_fail)
             finally:
                 self._idle.put(worker)
+            if on_result and not self._closed:  # after a close, a verdict may be the close's own infra_error
+                on_result(i, result)
             if progress:
                 progress(1)
             return result
 
-        with ThreadPoolExecutor(self.n_workers) as ex:
-            return list(ex.map(job, range(len(programs))))
+        ex = ThreadPoolExecutor(self.n_workers)
+        try:
+            futures = [ex.submit(job, i) for i in range(len(programs))]
+            pending = set(futures)
+            while pending:  # wake often: a signal (Ctrl-C) caught by a worker thread runs at the next wake-up
+                _, pending = wait(pending, timeout=0.2)
+            return [f.result() for f in futures]
+        except BaseException:  # KeyboardInterrupt included: run nothing more; the pool's exit stops workers
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            ex.shutdown(wait=False)
 
     def _run_one(self, worker, program: str, cases: list[TestCase], timeout_s: float, stop_on_fail: bool):
         t0 = time.monotonic()
@@ -209,6 +226,9 @@ class SandboxPool:
     def _call_with_retries(self, worker, req: dict, deadline_s: float):
         errors = []
         for _ in range(self.retries + 1):
+            if self._closed:  # closed under us (Ctrl-C): no new workers, no retries
+                errors.append("the sandbox pool was closed")
+                break
             try:
                 if worker is None:
                     worker = self._new_worker()
@@ -221,7 +241,8 @@ class SandboxPool:
             if worker is not None:
                 self._discard(worker)
                 worker = None
-        return {"status": "infra_error", "detail": "; ".join(errors)[-1000:]}, worker or self._spare()
+        spare = _BrokenWorker("the sandbox pool was closed") if self._closed else None
+        return {"status": "infra_error", "detail": "; ".join(errors)[-1000:]}, worker or spare or self._spare()
 
     def _spare(self):
         """A replacement worker after exhausted retries; a broken stand-in if the engine is down."""
@@ -256,7 +277,10 @@ def run_programs(
     image: str | None = None,
     retries: int = 2,
     progress: Callable[[int], None] | None = None,
+    on_result: Callable[[int, ProgramResult], None] | None = None,
 ) -> list[ProgramResult]:
     """One-shot batch: open a pool, run, close. Reuse :class:`SandboxPool` across batches instead."""
     with SandboxPool(backend, workers, image=image, limits=limits, retries=retries) as pool:
-        return pool.run_programs(programs, tests, timeout_s=timeout_s, stop_on_fail=stop_on_fail, progress=progress)
+        return pool.run_programs(
+            programs, tests, timeout_s=timeout_s, stop_on_fail=stop_on_fail, progress=progress, on_result=on_result
+        )
