@@ -10,14 +10,18 @@ and ``training_set_not_empty``. On ``iter_t/eval_report`` (severity WARN, not bl
 ``not_worse_than_base``, validation pass@1 against the base model's, both from the stored reports, and
 ``eval_unscored_rate``: evaluation verdicts left unscored (left out of every metric) at most
 ``max_eval_unscored_rate``.
-Every result carries its counts and rates as metadata. Not covered: checks on the baselines.
+Every result carries its counts and rates as metadata. The distillation group (``distill/...``) gets the
+same checks (``build_distill_checks``). Not covered: checks on the baselines.
 """
 
 import math
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
 
+from assets.distill import STAGE as DISTILL_STAGE
+from assets.distill import distill_key
 from assets.iteration import iteration_key
 from assets.reports import stored_report
 from resources import ChecksResource, ExperimentResource, StorageResource
@@ -51,11 +55,11 @@ def unscored_rate_result(
     )
 
 
-def unscored_rate_check(t: int, check_name: str, status: str, setting: str) -> dg.AssetChecksDefinition:
-    stage = f"iter_{t}"
-
+def unscored_rate_check(
+    key: Callable[[str], dg.AssetKey], stage: str, check_name: str, status: str, setting: str
+) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=iteration_key(t, "verified_samples"),
+        asset=key("verified_samples"),
         name=check_name,
         blocking=True,
         description=f"At most ChecksResource.{setting} of the samples are '{status}' (unscored, never trained on).",
@@ -98,10 +102,20 @@ def validation_delta_result(base: dict | None, mine: dict | None, tolerance: flo
 
 
 def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
-    stage = f"iter_{t}"
+    """The checks of ReST-EM iteration ``t`` (assets ``iter_t/...``)."""
+    return build_stage_checks(lambda name: iteration_key(t, name), f"iter_{t}")
+
+
+def build_distill_checks() -> list[dg.AssetChecksDefinition]:
+    """The same checks on the distillation group (``distill/...``, tables under stage ``distill``)."""
+    return build_stage_checks(distill_key, DISTILL_STAGE)
+
+
+def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg.AssetChecksDefinition]:
+    """Checks on one sample -> verify -> cap -> train -> evaluate chain: ``key(name)`` is its asset key."""
 
     @dg.asset_check(
-        asset=iteration_key(t, "verified_samples"),
+        asset=key("verified_samples"),
         blocking=True,
         description="Every raw sample has exactly one verdict, and no verdict lacks a sample.",
     )
@@ -119,7 +133,7 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(
-        asset=iteration_key(t, "training_set"),
+        asset=key("training_set"),
         blocking=True,
         description="Only correct samples, and at most max_per_problem per problem.",
     )
@@ -140,7 +154,7 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(
-        asset=iteration_key(t, "training_set"),
+        asset=key("training_set"),
         blocking=True,
         description="The training set has at least one example (some sample was verified correct).",
     )
@@ -153,7 +167,7 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(
-        asset=iteration_key(t, "eval_report"),
+        asset=key("eval_report"),
         blocking=False,
         description="Warns when this checkpoint's validation pass@1 is below the base model's "
         "(from the stored reports; ChecksResource.validation_tolerance allows a margin).",
@@ -168,7 +182,7 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
         )
 
     @dg.asset_check(
-        asset=iteration_key(t, "eval_report"),
+        asset=key("eval_report"),
         blocking=False,
         description="Warns when more than ChecksResource.max_eval_unscored_rate of the evaluation's verdicts are "
         "unscored: they are left out of pass@k, so the report's numbers rest on fewer problems.",
@@ -179,8 +193,8 @@ def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
         df = storage.root().read_table("eval_samples", context.partition_key, stage)
         return unscored_rate_result(df, None, checks.max_eval_unscored_rate, dg.AssetCheckSeverity.WARN)
 
-    rates = [unscored_rate_check(t, *spec) for spec in UNSCORED_RATES]
+    rates = [unscored_rate_check(key, stage, *spec) for spec in UNSCORED_RATES]
     return [sample_conservation, *rates, cap_holds, training_set_not_empty, not_worse_than_base, eval_unscored_rate]
 
 
-__all__ = ["build_iteration_checks", "unscored_rate_result", "validation_delta_result"]
+__all__ = ["build_distill_checks", "build_iteration_checks", "unscored_rate_result", "validation_delta_result"]

@@ -15,7 +15,7 @@ from dagster_duckdb import DuckDBResource
 
 from assets.automation import build_automation
 from assets.baselines import base_eval_report, sft_baseline, sft_eval_report
-from assets.checks import build_iteration_checks
+from assets.checks import build_distill_checks, build_iteration_checks
 from assets.distill import distill_assets
 from assets.ingest import base_model, problem_set
 from assets.iteration import INIT_MODES, build_iteration
@@ -69,8 +69,9 @@ def all_assets(iterations: int, distill: bool = False, init_from: str | None = N
     return [*assets, build_summary(iterations)]
 
 
-def all_checks(iterations: int) -> list:
-    return [c for t in range(1, iterations + 1) for c in build_iteration_checks(t)]
+def all_checks(iterations: int, distill: bool = False) -> list:
+    checks = [c for t in range(1, iterations + 1) for c in build_iteration_checks(t)]
+    return checks + (build_distill_checks() if distill else [])
 
 
 def build_definitions(
@@ -81,7 +82,7 @@ def build_definitions(
     automation = build_automation(n)  # reads RESTEM_SCHEDULE_CRON and RESTEM_MIN_IMPROVEMENT
     return dg.Definitions(
         assets=all_assets(n, distill, mode),
-        asset_checks=all_checks(n),
+        asset_checks=all_checks(n, distill),
         jobs=automation.jobs,
         sensors=automation.sensors,
         schedules=automation.schedules,

@@ -114,7 +114,7 @@ def run_demo(
     instance = instance or ensure_instance()
     instance.add_dynamic_partitions("problem_set", [problem_set])
     assets = all_assets(iterations, distill)
-    checks = all_checks(iterations)
+    checks = all_checks(iterations, distill)
     resources = {
         **default_resources(),
         "storage": StorageResource(data_root=data_root or ""),

@@ -45,6 +45,11 @@ def test_groups_partitions_and_checks():
     assert ("iter_2/verified_samples", "sample_conservation") in checks
     assert ("iter_1/training_set", "cap_holds") in checks
     assert ("iter_2/eval_report", "eval_unscored_rate") in checks
+    assert not any(k.startswith("distill/") for k, _ in checks)
+    with_distill = build_definitions(iterations=1, distill=True).resolve_asset_graph().asset_check_keys
+    names = {(c.asset_key.to_user_string(), c.name) for c in with_distill}
+    assert {("distill/training_set", "cap_holds"), ("distill/verified_samples", "sample_conservation")} <= names
+    assert ("distill/eval_report", "eval_unscored_rate") in names
 
 
 def test_iterations_setting(monkeypatch):
