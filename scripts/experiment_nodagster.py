@@ -100,16 +100,18 @@ class Runner:
         for split, probs in parts:
             part = v[start : start + len(probs)]
             start += len(probs)
-            m[f"{split}/pass@1"] = sum(r[0].reward == 1.0 for r in part) / len(part)
+            scored = [r[0].reward for r in part if r[0].reward is not None]  # unscored: left out, as evaluation.py
+            m[f"{split}/pass@1"] = sum(x == 1.0 for x in scored) / len(scored) if scored else float("nan")
         v = self.score(splits["test"], self.sample(model, splits["test"], sampled))
-        correct = [sum(x.reward == 1.0 for x in r) for r in v]
-        m[f"test/pass@{k}"] = sum(pass_at_k(k, c, k) for c in correct) / len(v)
-        maj = [majority_answer([x.answer for x in r if x.answer is not None]) for r in v]
+        v = [[x for x in r if x.reward is not None] for r in v]  # scored samples only, as evaluation.py
+        full = [r for r in v if len(r) == k]  # pass@k and maj@k over problems with k scored samples
+        m[f"test/pass@{k}"] = sum(pass_at_k(k, sum(x.reward == 1.0 for x in r), k) for r in full) / max(len(full), 1)
+        maj = [majority_answer([x.answer for x in r if x.answer is not None]) for r in full]
         m[f"test/maj@{k}"] = sum(
             ans is not None and any(x.answer == ans and x.reward == 1.0 for x in r)
-            for ans, r in zip(maj, v, strict=True)
-        ) / len(v)
-        m["test/sampled_correct_fraction"] = sum(correct) / (k * len(v))
+            for ans, r in zip(maj, full, strict=True)
+        ) / max(len(full), 1)
+        m["test/sampled_correct_fraction"] = sum(x.reward == 1.0 for r in v for x in r) / max(sum(map(len, v)), 1)
         return m
 
     def fine_tune(self, base: str, pairs: list[tuple[Problem, str]], out: Path, epochs: float) -> dict:
