@@ -59,9 +59,11 @@ def test_run_succeeds_and_checks_pass(run):
     result, *_ = run
     assert result.success
     evals = result.get_asset_check_evaluations()
-    assert len(evals) == 14  # 7 per iteration (assets/checks.py)
+    assert len(evals) == 16  # 8 per iteration (assets/checks.py)
     # every ERROR check passes; not_worse_than_base is a WARN and may fail on a tiny model
     assert all(e.passed for e in evals if e.severity == dg.AssetCheckSeverity.ERROR)
+    unscored = [e for e in evals if e.check_name == "eval_unscored_rate"]
+    assert len(unscored) == 2 and all(e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in unscored)
 
 
 def test_samples_are_conserved_from_raw_to_verified(run):
