@@ -119,9 +119,16 @@ def strip_text_unit(text: str) -> str:
     return m.group("value").strip()
 
 
+# Markdown bold around the whole answer (``**73**``, ``__73__``), a trailing period allowed. Anchored at
+# both ends with one group: linear in the answer's length.
+_MARKDOWN_EMPHASIS = re.compile(r"(\*\*|__)([^*_].*?)\1\.?", re.DOTALL)
+
+
 def normalize_answer(answer: str) -> str:
     """The canonical string form of an extracted answer (see the module docstring)."""
     s = answer.strip()
+    if bold := _MARKDOWN_EMPHASIS.fullmatch(s):  # "The final answer is **73**."
+        s = bold.group(2).strip()
     for bad, good in _UNICODE.items():
         s = s.replace(bad, good)
     s = s.replace("\\$", "").replace("$", "")
