@@ -6,7 +6,8 @@ the Minerva bug); spacing (``\\!``, ``\\,``, ``~``, ``\\quad``); ``\\$``; ``\\%`
 degree marks (``^\\circ``, ``^{\\circ}``, ``°`` kept as ``°``); ``\\text{...}`` and friends (units
 after a value are dropped, a whole-text answer is unwrapped); thousands separators (``1,\\!000``,
 ``{,}`` and a whole answer like ``1,000``); relation symbols (``\\le``, ``\\geq``, ...);
-``\\infty`` spellings; ``x \\in ...``; unicode minus, times, pi, sqrt; a trailing period.
+``\\infty`` spellings; ``x \\in ...``; unicode minus, times, pi, sqrt; a trailing period; markdown bold
+around the whole answer; a whole answer in number words (``three``, ``1.45 million``: ``number_words``).
 
 Does not cover: structure (lists, intervals, equations: ``structure``), numbers with special forms
 (mixed numbers, repeating decimals: ``grading``), or any arithmetic. Rules follow the MATH answer
@@ -124,6 +125,60 @@ def strip_text_unit(text: str) -> str:
 _MARKDOWN_EMPHASIS = re.compile(r"(\*\*|__)([^*_].*?)\1\.?", re.DOTALL)
 
 
+_SMALL_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+)
+_SMALL = {w: i for i, w in enumerate(_SMALL_WORDS.split())}
+_TENS_WORDS = "twenty thirty forty fifty sixty seventy eighty ninety"
+_TENS = {w: 10 * i for i, w in enumerate(_TENS_WORDS.split(), start=2)}
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+_DECIMAL_SCALE = re.compile(r"(\d+(?:\.\d+)?) (thousand|million|billion|trillion)")
+
+
+def _below_hundred(words: list[str]) -> int | None:
+    """1-99 as "seven", "nineteen", "forty", "forty two"; None for anything else."""
+    if len(words) == 1:
+        return _SMALL.get(words[0], _TENS.get(words[0]))
+    if len(words) == 2 and words[0] in _TENS and 1 <= _SMALL.get(words[1], 0) <= 9:
+        return _TENS[words[0]] + _SMALL[words[1]]
+    return None
+
+
+def _below_thousand(words: list[str]) -> int | None:
+    if len(words) >= 2 and words[1] == "hundred" and 1 <= _SMALL.get(words[0], 0) <= 9:
+        rest = _below_hundred(words[2:]) if words[2:] else 0
+        return None if rest is None else 100 * _SMALL[words[0]] + rest
+    return _below_hundred(words)
+
+
+def number_words(text: str) -> str | None:
+    """The integer a whole answer spells out ("three", "twenty-one", "one hundred and five", "two
+    thousand and six", "1.45 million") as digits; None for anything else (a word that is not a number
+    word, number words that do not form one number such as "one two", a fraction of a unit)."""
+    t = text.lower().replace("-", " ").replace(",", " ").strip()
+    if m := _DECIMAL_SCALE.fullmatch(t):
+        whole, _, frac = m.group(1).partition(".")
+        value = (int(whole) * 10 ** len(frac) + int(frac or 0)) * _SCALES[m.group(2)]
+        return str(value // 10 ** len(frac)) if value % 10 ** len(frac) == 0 else None
+    words = [w for w in t.split() if w != "and"]
+    if not words or len(words) > 16:
+        return None
+    total, chunk, last_scale = 0, [], None
+    for w in [*words, None]:
+        if w is not None and w not in _SCALES:
+            chunk.append(w)
+            continue
+        if w is None and not chunk and last_scale is not None:
+            break  # ends with a scale word: "three thousand"
+        value = _below_thousand(chunk) if chunk else None
+        if value is None or (w is not None and last_scale is not None and _SCALES[w] >= last_scale):
+            return None  # an empty or malformed group, or scales out of order ("two million three billion")
+        total += value * (_SCALES[w] if w else 1)
+        chunk, last_scale = [], (_SCALES[w] if w else last_scale)
+    return str(total)
+
+
 def normalize_answer(answer: str) -> str:
     """The canonical string form of an extracted answer (see the module docstring)."""
     s = answer.strip()
@@ -153,7 +208,9 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"^\s*[a-zA-Z]\s*\\in(?![a-zA-Z])", "", s)  # x \in [2, 5]
     s = re.sub(r"\s+", " ", s).strip()
     s = s.rstrip(".").strip()
+    s = number_words(s) or s  # "three" -> 3, "1.45 million" -> 1450000 (before units: "million" is no unit)
     s = strip_units(s)
+    s = number_words(s) or s  # "three apples" -> "three" -> 3
     if _WHOLE_THOUSANDS.fullmatch(s.replace(" ", "")):
         s = s.replace(",", "").replace(" ", "")
     return s
