@@ -60,3 +60,17 @@ def test_number_words(prediction, gold, status):
 )
 def test_number_words_parser(text, value):
     assert number_words(text) == value
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold", "status"),
+    [
+        ("\\boxed{137\\frac12}", "\\frac{275}{2}", "correct"),  # TeX shorthand in a mixed number; was incorrect
+        ("\\boxed{137\\frac12}", "137.25", "incorrect"),
+        ("\\boxed{\\frac 3 4}", "0.75", "correct"),
+        ("\\boxed{\\frac{12}{3}}", "4", "correct"),  # braced arguments untouched
+    ],
+)
+def test_frac_shorthand(prediction, gold, status):
+    (v,) = math_verdicts([prediction], [gold], 5.0, 1)
+    assert v.status == status

@@ -189,6 +189,7 @@ def normalize_answer(answer: str) -> str:
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"^\\(?:boxed|fbox)\s*\{(.*)\}$", r"\1", s, flags=re.DOTALL)
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # TeX's \frac12 = \frac{1}{2} (one-digit arguments)
     s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
     s = s.replace("{,}", "")
     s = re.sub(r"(\d),\\!\s*(?=\d{3})", r"\1", s)  # 362,\!880
