@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from restem_pipeline.atomic import commit_file
 from restem_pipeline.metrics import pass_at_k
 
 SPLITS = ("train", "validation", "test")
@@ -179,14 +178,6 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half a file)."""
+    """Write ``data`` to ``path`` through a temporary file, fsync and a rename (``atomic.commit_file``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return commit_file(path.parent, path.name, lambda tmp: tmp.write_bytes(data))

@@ -58,19 +58,22 @@ def subsets(problems: list[Problem], n_train: int, n_val: int, n_test: int, seed
 class Runner:
     def __init__(self, args: argparse.Namespace, prompter: Prompter):
         self.args, self.prompter = args, prompter
+        self._sampler: tuple[str, TransformersSampler] | None = None
 
     def sample(self, model: str, problems: list[Problem], params: SamplingParams) -> list[list[str]]:
-        sampler = TransformersSampler(
-            model, device=self.args.device, dtype=self.args.sample_dtype, batch_size=self.args.batch_size
-        )
+        if self._sampler is None or self._sampler[0] != model:  # one load per model, not per call
+            self._sampler = None
+            if self.args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            self._sampler = (model, TransformersSampler(
+                model, device=self.args.device, dtype=self.args.sample_dtype, batch_size=self.args.batch_size
+            ))  # fmt: skip
+        sampler = self._sampler[1]
         prompts = [self.prompter.render(p) for p in problems]
         t0 = time.perf_counter()
         rows = sampler.generate(prompts, params)
         toks = sum(c.num_tokens for r in rows for c in r)
         log(f"  sampled {len(prompts)}x{params.n} in {time.perf_counter() - t0:.1f}s ({toks} new tokens)")
-        del sampler
-        if self.args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
         return [[c.text for c in r] for r in rows]
 
     def score(self, problems: list[Problem], rows: list[list[str]]) -> list[list]:
