@@ -1,17 +1,19 @@
-"""Test code for HumanEval+ and MBPP+ (evalplus): the reference runs beside the candidate, in the sandbox.
+"""Test code for HumanEval+ and MBPP+ (evalplus): the reference runs in the sandbox's checker, apart.
 
 evalplus ships inputs (``base_input`` + ``plus_input``) but no expected outputs: its harness computes
 them by running the canonical solution. Running that on the host would execute data-set code
-unsandboxed, so the generated test code does it inside the sandbox: ``check(candidate)`` executes the
-reference in its own namespace, calls both on deep copies of each input and compares like evalplus
+unsandboxed, so the generated test code does it inside the sandbox's checker, a process apart from
+the candidate's (:mod:`restem_pipeline.sandbox.checker`): ``check(candidate)`` executes the reference
+in its own namespace, times it on each input, then calls the candidate (through data) on each input
+with evalplus' per-input CPU limit, max(4 s, 4 x the reference's time), and a whole-test budget of
+4 x the reference's total (at least the request's limit), and compares like evalplus
 (``evalplus/eval/__init__.py``): exact ``==``, except floats (or lists of floats) which use
 ``rel 1e-7`` and ``atol`` (1e-6 when the task's atol is 0); list vs tuple differ. JSON cannot hold
 tuples, sets or complex numbers, so MBPP+ inputs are first rebuilt per task as evalplus'
 ``mbpp_deserialize_inputs`` does (``evalplus/data/mbpp.py``, re-expressed as a table below). An input
 on which the reference itself raises is skipped; at least one must remain. The candidate's return
-value passes the runner's plain-data guard (no ``__eq__`` tricks). Not covered: evalplus' per-input
-time limits (one wall-clock limit covers all inputs) and its special oracles, except the
-"matched or not" comparison for three regex tasks.
+value arrives as plain data (no ``__eq__`` tricks). Not covered: evalplus' special oracles, except
+the "matched or not" comparison for three regex tasks.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ MBPP_INPUT_KINDS: dict[int, str] = {
 MBPP_NOT_NONE = frozenset({"check_str", "text_match_three", "text_starta_endb"})
 
 PLUS_TEST = """\
-import copy as _rc, json as _rj, math as _rm
+import builtins as _rbi, copy as _rc, json as _rj, math as _rm, time as _rt
 _R_SRC = {ref!r}
 _R_INPUTS = _rj.loads({inputs!r})
 _R_ATOL = {atol!r}
@@ -110,13 +112,20 @@ def check(candidate):
     _ns = {{"__name__": "_reference"}}
     exec(_R_SRC, _ns)
     _ref = _ns[{entry!r}]
-    _checked = 0
+    _h = globals().get("_restem")  # the sandbox checker's limits (evalplus: max(4 s, 4 x reference))
+    _checked, _ref_total = 0, 0.0
     for _i, _raw in enumerate(_R_INPUTS):
         try:
             _inp = _r_rebuild(_raw)
+            _t = _rt.process_time()
             _want = _ref(*_rc.deepcopy(_inp))
+            _dt = _rt.process_time() - _t
         except Exception:
             continue  # the reference itself rejects this input
+        _ref_total += _dt
+        if _h is not None:  # the builtins by module: the entry point may be named sum or max
+            _h.call_limit_s = _rbi.max(4.0, 4 * _dt)
+            _h.budget_s = 4 * _ref_total + 1
         _got = candidate(*_rc.deepcopy(_inp))
         assert _r_close(_got, _want), f"input #{{_i}}: got {{_got!r:.200}}, expected {{_want!r:.200}}"
         _checked += 1

@@ -167,7 +167,9 @@ def load_humaneval(path: str | Path) -> list[Problem]:
                 prompt=prompt,
                 source="humaneval",
                 split="test",
-                tests=json.dumps({"test_code": test, "entry_point": entry}),
+                # the prompt is trusted setup: the helpers its tests call (encode_cyclic, poly...) are
+                # the data set's, run by the checker, never the program's redefinitions
+                tests=json.dumps({"test_code": test, "entry_point": entry, "setup_code": prompt}),
                 solution=prompt + canonical if isinstance(canonical, str) else None,
                 entry_point=entry,
             )
@@ -276,8 +278,9 @@ def load_mbpp(path: str | Path) -> list[Problem]:
                 split=mbpp_split(tid),
                 solution=row.get("code"),
                 entry_point=entry,
+                # setup (classes, fixtures, imports) is trusted: it runs in the sandbox's checker
                 tests=json.dumps(
-                    {"test_code": (setup + "\n" if setup else "") + "\n".join(tests), "entry_point": entry}
+                    {"test_code": "\n".join(tests), "entry_point": entry, **({"setup_code": setup} if setup else {})}
                 ),
             )
         )

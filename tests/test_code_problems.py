@@ -74,7 +74,7 @@ def test_mbpp_full_sanitized_and_plus():
     assert p.entry_point == "lobb_num"  # not the `int(...)` wrapped around it
     assert "Your code should pass these tests:" in p.prompt
     tree = next(p for p in full if p.id == "mbpp/927")  # test_setup_code builds the trees the asserts use
-    assert json.loads(tree.tests)["test_code"].startswith("root = Node(1)")
+    assert json.loads(tree.tests)["setup_code"].startswith("root = Node(1)")  # trusted: runs in the checker
     assert tree.entry_point == "max_height"
     san = cp.load_mbpp(DATA / "mbpp" / "sanitized-mbpp.json")
     assert len(san) == 427 and all(p.entry_point for p in san)

@@ -79,15 +79,16 @@ HOSTILE = [
         "kill the runner, then answer",
         "import os, signal\nos.kill(1, signal.SIGKILL)\nos.kill(os.getppid(), signal.SIGKILL)\nprint(3)",
         S,
-        "pass",
+        "runtime_error",  # PermissionError: the runner is another user (root); nothing is killed
     ),
-    ("kill(-1)", "import os, signal\nos.kill(-1, signal.SIGKILL)\nprint(3)", S, "runtime_error"),
+    # kill(-1) reaches only the program's own processes (uid 65534): the runner, zygote and checker live on
+    ("kill(-1)", "import os, signal\nos.kill(-1, signal.SIGKILL)\nprint(3)", S, "pass"),
     ("deep recursion", "def f(n): return f(n + 1)\nf(0)", S, "runtime_error"),
     (
-        "deep recursion in C (segfault)",
+        "deep recursion in C (256 MiB stack: bounded by CPU time)",
         "import sys\nsys.setrecursionlimit(10**8)\nl = []\nfor _ in range(10**6): l = [l]\nprint(repr(l)[:1])",
         S,
-        "runtime_error",
+        "timeout",
     ),
     ("child keeps stdout open", "import os, time\nif os.fork() == 0:\n    time.sleep(1000)\nprint(3)", S, "pass"),
     (
@@ -140,10 +141,10 @@ def test_hostile_suite(monkeypatch):
         # Still healthy: the same containers answer, and a correct program passes.
         (ok,) = pool.run_programs(["print(sum(map(int, input().split())))"], [S])
         assert ok.status == "pass"
-        # No program process survives in any container: only the runner (PID 1) remains.
+        # No program process survives in any container: only the runner (PID 1) and the zygote remain.
         for cid in pool.container_ids():
             top = client.api.top(cid)
-            assert len(top["Processes"]) == 1, top
+            assert len(top["Processes"]) == 2, top
         # Files do not leak between programs in one container.
         with SandboxPool(workers=1) as one:
             writer = "open('/tmp/s', 'w').write('x')\nopen('left', 'w').write('y')\nprint(3)"

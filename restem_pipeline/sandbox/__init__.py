@@ -7,8 +7,11 @@ Public API::
     results[0].status, results[0].tests, results[0].reward, results[0].detail
 
 ``tests[i]`` is a ``Problem.tests`` JSON string (formats in :mod:`.compare`). Statuses, precedence and
-the reward rule (``None`` for ``infra_error``: never score it as 0) are in :mod:`.results`; the
-trusted in-container runner in :mod:`.runner`; containers in :mod:`.workers`; the image in
+the reward rule (``None`` for ``infra_error``: never score it as 0) are in :mod:`.results`. Inside
+each container: the trusted supervisor in :mod:`.runner`, the program's side (a clean zygote and the
+program's process, uid 65534) in :mod:`.zygote`, the test code's side (the checker, uid 65533) in
+:mod:`.checker`, and the plain-data channel between them in :mod:`.plaindata`: the verdict is never
+computed where the program runs. On the host: containers in :mod:`.workers`; the image in
 :mod:`.image`; the ``restem verify code`` / ``restem sandbox build`` commands in :mod:`.cli`. The
 ``unsafe-local`` backend runs programs as plain host processes: development only.
 """

@@ -29,7 +29,9 @@ def add_parsers(sub: argparse._SubParsersAction, verify_sub: argparse._SubParser
         help="'unsafe-local': plain host processes, NO isolation (development only)",
     )
     p.add_argument("--workers", type=int, default=2, help="containers running programs in parallel")
-    p.add_argument("--timeout", type=float, default=6.0, help="wall-clock seconds per test")
+    p.add_argument(
+        "--timeout", type=float, default=6.0, help="CPU seconds per test (wall-clock backstop: 3x, at least +5 s)"
+    )
     p.add_argument("--mem-mb", type=int, default=512, help="memory limit per test (MiB)")
     p.add_argument("--stop-on-fail", action="store_true", help="skip later tests after a non-pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -6,8 +6,11 @@ Two test formats (the JSON string in ``Problem.tests``):
   each input is fed on stdin and stdout is compared line by line (:func:`stdout_matches`); with it,
   each input is the argument list of ``fn_name`` (a top-level function or ``Solution().fn_name``)
   and the return value is compared with :func:`value_matches`.
-* ``{"test_code": str, "entry_point"?: str}``: the test code runs after the program (MBPP asserts),
-  and if it defines ``check`` it is called as ``check(entry_point)`` (HumanEval). One test.
+* ``{"test_code": str, "entry_point"?: str, "setup_code"?: str}``: the test code (MBPP asserts) runs
+  in the sandbox's checker, apart from the program, after the trusted ``setup_code`` (HumanEval's
+  prompt: the helpers its tests call); if it defines ``check`` it is called as ``check(entry_point)``
+  (HumanEval). The names the tests call that the program defines reach it as data (``checker``).
+  One test.
 
 Comparison rules (APPS' own harness accepts an order-insensitive set of tokens; open-r1 zips lines so
 missing lines pass: both are stricter here). stdout: lines compared after trimming trailing
@@ -16,7 +19,8 @@ into the same number of whitespace tokens and every differing pair is two number
 least one is not an integer literal, within 1e-6 absolute or relative. Extra or missing lines fail.
 Values: a tuple equals a list (JSON has no tuples); an expected one-element list also matches its
 sole element (much APPS data is wrapped like that); bool, number and string never equal each other;
-floats within 1e-6. This module runs on the host; nothing here executes programs.
+an expected integer needs an exactly equal answer (``3.0`` matches ``3``, ``3.0000001`` does not);
+an expected float matches within 1e-6. This module runs on the host; nothing here executes programs.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class TestCase:
     expected: Any = None
     test_code: str | None = None
     entry_point: str | None = None
+    setup_code: str | None = None
 
 
 def _as_text(value: Any, field: str) -> str:
@@ -77,12 +82,14 @@ def parse_tests(tests: str | dict) -> list[TestCase]:
     if not isinstance(spec, dict):
         raise TestSpecError("tests", f"expected an object, got {type(spec).__name__}")
     if "test_code" in spec:
-        code, entry = spec["test_code"], spec.get("entry_point")
+        code, entry, setup = spec["test_code"], spec.get("entry_point"), spec.get("setup_code")
         if not isinstance(code, str) or not code.strip():
             raise TestSpecError("tests.test_code", "expected a non-empty string")
         if entry is not None and (not isinstance(entry, str) or not entry.isidentifier()):
             raise TestSpecError("tests.entry_point", f"expected an identifier, got {entry!r}")
-        return [TestCase(mode="code", test_code=code, entry_point=entry)]
+        if setup is not None and not isinstance(setup, str):
+            raise TestSpecError("tests.setup_code", f"expected a string, got {type(setup).__name__}")
+        return [TestCase(mode="code", test_code=code, entry_point=entry, setup_code=setup)]
     if "inputs" not in spec or "outputs" not in spec:
         raise TestSpecError("tests", "needs 'inputs' and 'outputs' (APPS) or 'test_code'")
     inputs, outputs, fn_name = spec["inputs"], spec["outputs"], spec.get("fn_name")
@@ -148,8 +155,8 @@ def _strict_equal(got: Any, want: Any) -> bool:
     if isinstance(want, bool) or isinstance(got, bool):
         return type(got) is type(want) and got == want
     if isinstance(want, int | float) and isinstance(got, int | float):
-        if isinstance(want, int) and isinstance(got, int):
-            return got == want
+        if isinstance(want, int):
+            return got == want  # an integer answer is exact: no float within 1e-6 of it passes
         if math.isnan(got) or math.isnan(want):
             return math.isnan(got) and math.isnan(want)
         return math.isclose(got, want, rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL)

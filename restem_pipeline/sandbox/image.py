@@ -4,7 +4,7 @@ Step 1 (minutes, once): ``debootstrap --variant=minbase --include=python3 bookwo
 directory (the full ``python3`` standard library: ``python3-minimal`` lacks json, decimal, unittest),
 prune docs, locales and apt caches, and ``docker import`` it as ``restem-sandbox-base:<hash>``.
 Step 2 (seconds): a classic ``docker build`` ``FROM`` that local base (``pull=False``, no network)
-adds the trusted runner (:mod:`restem_pipeline.sandbox.runner`) and runs it as uid 65534.
+adds the trusted runner (:mod:`restem_pipeline.sandbox.runner`) and the modules it runs beside it.
 
 Tags are content hashes: the base tag hashes the base recipe (suite, variant, packages, pruned
 paths); the image tag also hashes the runner source and the Dockerfile, so editing the runner
@@ -43,13 +43,14 @@ PRUNE = (
 )
 MIRROR = "http://deb.debian.org/debian"
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+# The runner and what it runs beside it, copied together into /opt/restem (standard library only).
+IN_IMAGE_MODULES = ("runner.py", "zygote.py", "checker.py", "plaindata.py")
 RUNNER_IN_IMAGE = "/opt/restem/runner.py"
 DOCKERFILE = """\
 FROM {base}
-COPY runner.py {runner}
+COPY {modules} /opt/restem/
 ENV LANG=C.UTF-8
 WORKDIR /tmp
-USER 65534:65534
 CMD ["python3", "-I", "-B", "{runner}"]
 """
 DEBOOTSTRAP_TIMEOUT_S = 1800
@@ -68,8 +69,14 @@ def base_tag() -> str:
     return _sha(json.dumps(recipe, sort_keys=True))
 
 
+def image_sources() -> str:
+    """The in-image modules' sources (the runner first, from ``RUNNER_PATH``)."""
+    others = [Path(__file__).with_name(m).read_text() for m in IN_IMAGE_MODULES[1:]]
+    return "\n".join([RUNNER_PATH.read_text(), *others])
+
+
 def image_tag() -> str:
-    return _sha(base_tag() + RUNNER_PATH.read_text() + DOCKERFILE)
+    return _sha(base_tag() + image_sources() + DOCKERFILE)
 
 
 def image_ref() -> str:
@@ -105,7 +112,10 @@ def build_image(
         _build_base(client, base, mirror or os.environ.get("RESTEM_DEBIAN_MIRROR", MIRROR), log)
     with tempfile.TemporaryDirectory(prefix="restem-ctx-") as ctx:
         shutil.copy(RUNNER_PATH, Path(ctx) / "runner.py")
-        (Path(ctx) / "Dockerfile").write_text(DOCKERFILE.format(base=base, runner=RUNNER_IN_IMAGE))
+        for name in IN_IMAGE_MODULES[1:]:
+            shutil.copy(Path(__file__).with_name(name), Path(ctx) / name)
+        dockerfile = DOCKERFILE.format(base=base, runner=RUNNER_IN_IMAGE, modules=" ".join(IN_IMAGE_MODULES))
+        (Path(ctx) / "Dockerfile").write_text(dockerfile)
         log(f"building {ref} from {base}")
         try:
             client.images.build(

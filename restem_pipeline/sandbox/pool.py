@@ -3,7 +3,7 @@
 Each program runs all its tests, one after the other, on one worker (one container); workers run
 programs in parallel. Before each test the runner forks a fresh child, and after it every process
 is killed and ``/tmp`` wiped, so programs sharing a container never see each other's files. An
-infrastructure failure (engine call, container start, runner silence past ``timeout_s`` + slack)
+infrastructure failure (engine call, container start, runner silence past its deadline + slack)
 replaces the worker and retries the test up to ``retries`` times; after that the test is
 ``infra_error`` and the program's reward is ``None`` (see :mod:`results`).
 
@@ -33,6 +33,12 @@ from restem_pipeline.sandbox.workers import (
 BACKENDS = ("docker", "unsafe-local")
 DEFAULT_TIMEOUT_S = 6.0
 HOST_SLACK_S = 10.0
+
+
+def wall_clock_backstop(cpu_s: float) -> float:
+    """The wall-clock limit behind a test's CPU-time limit: generous, so a busy host does not fail
+    correct programs (and when it does, the runner reports the host, not the program)."""
+    return max(3 * cpu_s, cpu_s + 5)
 
 
 class SandboxPool:
@@ -149,8 +155,9 @@ class SandboxPool:
         interrupted part-way (Ctrl-C) still holds the verdicts that were finished; pending programs
         are cancelled at the interruption.
 
-        ``timeout_s`` is the wall-clock limit per test. ``stop_on_fail`` skips a program's remaining
-        tests after its first non-pass (faster for rewards; statuses then read ``skipped``).
+        ``timeout_s`` is the CPU-time limit per test (the wall clock backs it up: 3x, at least +5 s).
+        ``stop_on_fail`` skips a program's remaining tests after its first non-pass (faster for
+        rewards; statuses then read ``skipped``).
         Malformed tests raise :class:`TestSpecError` before anything runs.
         """
         if len(programs) != len(tests):
@@ -195,7 +202,9 @@ class SandboxPool:
                 results.append(TestResult(SKIPPED, "not run: an earlier test did not pass"))
                 continue
             req = self._request(program, case, timeout_s)
-            resp, worker = self._call_with_retries(worker, req, timeout_s + self.host_slack_s)
+            # the runner answers within its own deadline: the backstop, or 10 x it + 10 s with a checker
+            runner_s = req["wall_s"] if case.mode == "stdio" else 10 * req["wall_s"] + 10
+            resp, worker = self._call_with_retries(worker, req, runner_s + self.host_slack_s)
             results.append(judge(case, resp))
         statuses = [r.status for r in results]
         status = overall_status(statuses)
@@ -211,6 +220,7 @@ class SandboxPool:
             "mode": case.mode,
             "program": program,
             "timeout_s": timeout_s,
+            "wall_s": wall_clock_backstop(timeout_s),
             "mem_mb": lim.mem_mb,
             "output_limit": lim.output_limit,
             "file_limit": lim.file_limit,
@@ -220,7 +230,7 @@ class SandboxPool:
         elif case.mode == "call":
             req.update(fn_name=case.fn_name, args=case.args)
         else:
-            req.update(test_code=case.test_code, entry_point=case.entry_point)
+            req.update(test_code=case.test_code, entry_point=case.entry_point, setup_code=case.setup_code)
         return req
 
     def _call_with_retries(self, worker, req: dict, deadline_s: float):

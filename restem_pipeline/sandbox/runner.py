@@ -1,302 +1,186 @@
-"""Trusted test runner that runs INSIDE the sandbox container (Python standard library only).
+"""Trusted supervisor that runs INSIDE the sandbox container (PID 1; Python standard library only).
 
-It is the container's PID 1. It reads length-prefixed JSON requests on stdin, runs each test in a
-fresh child forked from this clean, pre-imported interpreter (new session, rlimits, fresh working
-directory, scrubbed environment) and answers with what the program did: its stdout (stdin/stdout
-tests), its JSON-serialized return value (call-based tests) or whether the test code ran to the end
-(assert / ``check(candidate)`` tests). It never sees expected outputs: the host compares, so a
-program cannot find them in memory. After every test it SIGKILLs every other process in the
-container (``kill(-1)`` from PID 1 cannot hit itself) and wipes ``/tmp``, so nothing outlives a
-test and no test sees another's files. The runner is non-dumpable, so a program (same uid) cannot
-ptrace it or read its memory, and as PID 1 it ignores signals sent from inside the container.
+It reads length-prefixed JSON requests on stdin and answers each with what the program did; it
+never runs a program itself. Three kinds of process per test, each with one job:
 
-Not covered: a program that deliberately finds and writes the result pipe of its own process can
-forge an assert-style ("code") verdict; stdin/stdout and call-based verdicts are computed on the
-host from data the program cannot forge without solving the task. ``--unsafe-local`` runs the same
-loop as an ordinary host process (process-group kill only): for development, not isolation.
+* the **program's process**, forked from the zygote (:mod:`zygote`), a clean interpreter started
+  before any test was read, so no test, expected output or reference is in its memory; it runs as
+  uid 65534 with rlimits, in a fresh working directory, and is re-parented to this runner, which
+  waits for it itself (exit status and CPU time cannot be forged);
+* for call-based and assert-style tests, the **checker** (:mod:`checker`), forked from this runner
+  as uid 65533: it runs the test code and talks to the program only through plain data, and sends
+  its verdict on a pipe only it holds;
+* this **runner**, root without any capability beyond changing uid, killing and cleaning ``/tmp``:
+  it enforces the wall-clock backstop and the output cap, and after every test kills every process
+  but itself and the zygote and wipes ``/tmp``, so nothing outlives a test.
+
+stdin/stdout tests send stdout to the host, which compares it; call-based tests send the decoded
+return value; assert-style tests send ``done``. Time: the program's CPU time is limited
+(``cpu_s``, rlimit); the wall clock is a generous backstop (``wall_s``) whose expiry is a timeout
+if the program used the CPU or slept, and an infrastructure error (``host overloaded``, retried by
+the host) if it was waiting for a CPU. ``--unsafe-local`` runs the same loop as an ordinary host
+process (no uid change, process-group kills only): for development, never for model output.
 """
 
 from __future__ import annotations
 
-# Pre-imported (some only for that) so a forked test pays no import cost for the usual suspects.
-import ast
-import bisect  # noqa: F401
-import builtins
-import collections
 import contextlib
-import copy  # noqa: F401
-import decimal
-import errno
-import fractions
-import functools  # noqa: F401
-import heapq  # noqa: F401
-import itertools  # noqa: F401
 import json
-import math  # noqa: F401
-import operator  # noqa: F401
 import os
-import random  # noqa: F401
-import re  # noqa: F401
 import resource
 import select
 import signal
-import statistics  # noqa: F401
-import string  # noqa: F401
+import socket
 import struct
 import sys
 import time
-import typing  # noqa: F401
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checker  # noqa: E402
+import plaindata  # noqa: E402
 
 HDR = struct.Struct(">I")
+PID = struct.Struct(">i")
 MAX_REQUEST = 64 << 20
 IDLE_EXIT_S = float(os.environ.get("RESTEM_RUNNER_IDLE_S", "1800"))
-RESULT_FD = 97
-_LIBC = None  # libc through ctypes, set in main()
 STDERR_TAIL = 4096
 PID1 = os.getpid() == 1
 UNSAFE_LOCAL = "--unsafe-local" in sys.argv
 if not PID1 and not UNSAFE_LOCAL:
     sys.exit("runner.py must be PID 1 of a sandbox container (or run with --unsafe-local)")
+ROOT = os.getuid() == 0
+# The checker (forked from us) and the program (forked from the zygote) must iterate sets of strings
+# in the same order, as they did when they shared a process: one hash seed, drawn per container.
+# ``-I`` would ignore PYTHONHASHSEED, so we re-exec once with ``-s -P`` and an environment we build.
+SAFE_FLAGS = ["-s", "-P", "-B"]
+if "PYTHONHASHSEED" not in os.environ or os.environ.get("RESTEM_SEEDED") != "1":
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "RESTEM_RUNNER_TMP", "RESTEM_RUNNER_IDLE_S") if k in os.environ}
+    seed = str(int.from_bytes(os.urandom(4), "big") % 4294967295 + 1)
+    env = {**keep, "PYTHONHASHSEED": seed, "RESTEM_SEEDED": "1"}
+    os.execve(sys.executable, [sys.executable, *SAFE_FLAGS, os.path.abspath(__file__), *sys.argv[1:]], env)
+SWITCH_USERS = ROOT and not UNSAFE_LOCAL  # unsafe-local runs everything as the calling user
 WORK_ROOT = os.environ.get("RESTEM_RUNNER_TMP", "/tmp") if UNSAFE_LOCAL else "/tmp"
-
-# Captured before any program runs: a program may rebind these names, not these objects.
-_exit, _write, _dumps, _compile, _exec, _type = os._exit, os.write, json.dumps, compile, exec, type
-IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE (3.10+)
-PLAIN = (type(None), bool, int, float, complex, str, list, tuple, dict, set, frozenset)
-TRUSTED_EQ = {
-    c: c.__eq__
-    for c in (
-        collections.Counter,
-        collections.OrderedDict,
-        collections.defaultdict,
-        collections.deque,
-        fractions.Fraction,
-        decimal.Decimal,
-    )
-}
+ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
+CANDIDATE_UID = 65534
+SERVE_CPU_CAP = checker.Harness.HARD_CAP
+EXIT_MEANING = {2: "runtime_error", 3: "memory_exceeded", 4: "output_limit"}
+_LIBC = None
 
 
-# What APPS' harness puts before call-based (LeetCode-style) programs (hendrycks/apps
-# eval/testing_util.py), minus numpy, which the image does not have.
-CALL_PREAMBLE = compile(
-    "import sys, time, itertools, collections, math, fractions, random, heapq\n"
-    "from itertools import accumulate, product, permutations, combinations\n"
-    "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
-    "from functools import lru_cache\n"
-    "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
-    "from typing import List, Tuple, Dict, Optional\n"
-    "from heapq import *\n",
-    "<preamble>",
-    "exec",
-)
+def _prctl(option: int, value: int) -> None:
+    if _LIBC is not None:
+        _LIBC.prctl(option, value, 0, 0, 0)
 
 
-class NotPlainData(BaseException):
-    """A candidate returned an object whose equality we cannot trust (e.g. ``__eq__`` always True)."""
+# ------------------------------------------------------------------------------------------ zygote
 
 
-def check_plain(value, depth: int = 0) -> None:
-    t = _type(value)
-    if depth > 200:
-        raise NotPlainData("returned value nested deeper than 200 levels")
-    # Immutable types (C types such as re.Match) cannot be created or patched from Python code.
-    immutable = t.__flags__ & IMMUTABLE_TYPE
-    if t not in PLAIN and not immutable and not (t in TRUSTED_EQ and t.__eq__ is TRUSTED_EQ[t]):
-        raise NotPlainData(f"returned an object of type {t.__name__!r}, not plain data")
-    if t in (list, tuple, set, frozenset, collections.deque):
-        for v in value:
-            check_plain(v, depth + 1)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_plain(k, depth + 1)
-            check_plain(v, depth + 1)
+class Zygote:
+    """The clean parent of every program process (see :mod:`zygote`); restarted if it dies."""
 
+    def __init__(self):
+        self.pid = 0
+        self.sock: socket.socket | None = None
 
-def to_json_value(value, depth: int = 0):
-    """Plain data to JSON (tuples become lists); anything else raises NotPlainData."""
-    check_plain(value, depth)
-    t = _type(value)
-    if t in (list, tuple, collections.deque):
-        return [to_json_value(v, depth + 1) for v in value]
-    if t in (set, frozenset):
-        items = [to_json_value(v, depth + 1) for v in value]
+    def ensure(self) -> None:
+        if self.pid:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.pid
+            if not done:
+                return
+            self.stop()
+        if self.sock is not None:
+            self.stop()
+        parent, child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                plaindata.place_fds([child.fileno()], 3)  # 0-2 become /dev/null: the zygote never holds our channel
+                os.execv(sys.executable, [sys.executable, *SAFE_FLAGS, ZYGOTE_PATH])  # our seed, inherited
+            finally:
+                os._exit(127)
+        child.close()
+        self.pid, self.sock = pid, parent
+        self._ask({"op": "ping"}, [], 30.0)
+
+    def spawn(self, job: dict, fds: list[int]) -> int:
+        pid = self._ask(job, fds, 10.0)
+        if pid <= 0:
+            raise RuntimeError("the zygote could not fork")
+        return pid
+
+    def _ask(self, job: dict, fds: list[int], timeout_s: float) -> int:
+        data = json.dumps(job).encode()
+        frame = PID.pack(len(data)) + data
         try:
-            return sorted(items)
-        except TypeError:
-            return items
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v, depth + 1) for k, v in value.items()}
-    if t is complex or t in TRUSTED_EQ:
-        raise NotPlainData(f"returned a {t.__name__}, which has no JSON form")
-    return value
+            self.sock.settimeout(timeout_s)
+            sent = socket.send_fds(self.sock, [frame[: 1 << 16]], fds)
+            self.sock.sendall(frame[sent:])
+            answer = b""
+            while len(answer) < 4:
+                chunk = self.sock.recv(4 - len(answer))
+                if not chunk:
+                    raise OSError("the zygote closed its socket")
+                answer += chunk
+        except OSError as e:
+            self.stop()
+            raise RuntimeError(f"zygote: {e}") from None
+        return PID.unpack(answer)[0]
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.pid, self.sock = 0, None
 
 
-# ------------------------------------------------------------------------------------------ child
+ZYGOTE = Zygote()
 
 
-def _child(req: dict, stdin_fd: int, out_w: int, err_w: int, res_w: int, workdir: str) -> None:
-    """Runs in the forked child; never returns."""
-    result: dict = {"status": "runtime_error", "detail": "runner child did not finish"}
-    try:
-        os.setsid()
-        os.dup2(stdin_fd, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.dup2(res_w, RESULT_FD)
-        os.closerange(3, RESULT_FD)
-        os.closerange(RESULT_FD + 1, 4096)
-        mem = int(req["mem_mb"]) << 20
-        cpu = int(float(req["timeout_s"])) + 2
-        for lim, val in (
-            (resource.RLIMIT_AS, mem),
-            (resource.RLIMIT_CPU, cpu),
-            (resource.RLIMIT_FSIZE, int(req["file_limit"])),
-            (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_NOFILE, 256),
-        ):
-            resource.setrlimit(lim, (val, val))
-        if _LIBC is not None:  # /proc/self is root-owned while non-dumpable: lift it for this write
-            _LIBC.prctl(4, 1, 0, 0, 0)
-            with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")  # under memory pressure the kernel kills the test, not the runner
-            _LIBC.prctl(4, 0, 0, 0, 0)
-        os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, LANG="C.UTF-8")
-        sys.argv = ["main.py"]
-        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
-        result = _run_mode(req)
-    except BaseException as e:  # noqa: BLE001 - the trusted side classifies every exit of the program
-        result = _classify(e, req["mode"])
-    try:
-        sys.stdout.flush()
-    except BaseException as e:  # noqa: BLE001
-        if result.get("status") == "ok":
-            result = _classify(e, req["mode"])
-    try:
-        view = memoryview(_dumps(result).encode())
-        while view:
-            view = view[_write(RESULT_FD, view) :]
-    finally:
-        _exit(0)
+# ---------------------------------------------------------------------------------------- a test
 
 
-class _Flags:
-    candidate_raised = False
-
-
-def _run_mode(req: dict) -> dict:
-    mode = req["mode"]
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
-    try:
-        code = _compile(req["program"], "<program>", "exec", dont_inherit=True, optimize=0)
-    except SyntaxError as e:
-        if mode != "stdio" or "'return' outside function" not in str(e):
-            raise
-        # APPS' harness runs stdin/stdout programs inside a function, and some reference solutions
-        # rely on a top-level ``return``; only for those do we wrap the same way.
-        body = "".join("    " + ln for ln in req["program"].splitlines(keepends=True))
-        code = _compile(
-            f"def _restem_main():\n{body}\n_restem_main()\n", "<program>", "exec", dont_inherit=True, optimize=0
-        )
-    if mode == "stdio":
-        _exec(code, ns)
-        return {"status": "ok"}
-    if mode == "call":
-        _exec(CALL_PREAMBLE, ns)
-        _exec(code, ns)
-        fn = _resolve(ns, req["fn_name"])
-        value = fn(*req["args"])
-        return {"status": "ok", "result": to_json_value(value)}
-    if mode == "code":
-        tests = _compile(req["test_code"], "<tests>", "exec", dont_inherit=True, optimize=0)
-        _exec(code, ns)
-        entry = req.get("entry_point")
-        wrapper = None
-        if entry:
-            if not callable(ns.get(entry)):
-                return {"status": "runtime_error", "detail": f"program defines no function {entry!r}"}
-            wrapper = _wrap(ns[entry])
-            ns[entry] = wrapper
-        _exec(tests, ns)
-        if req.get("call_check"):
-            if wrapper is None:
-                return {"status": "runtime_error", "detail": "check(candidate) needs an entry_point"}
-            ns["check"](wrapper)
-        return {"status": "ok", "done": True}
-    raise ValueError(f"unknown mode {mode!r}")
-
-
-def _resolve(ns: dict, fn_name: str):
-    sol = ns.get("Solution")
-    if isinstance(sol, type) and hasattr(sol, fn_name):
-        return getattr(sol(), fn_name)
-    fn = ns.get(fn_name)
-    if not callable(fn):
-        raise NameError(f"program defines no function {fn_name!r} (nor Solution().{fn_name})")
-    return fn
-
-
-def _wrap(fn):
-    def candidate(*args, **kwargs):
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException:
-            _Flags.candidate_raised = True
-            raise
-        check_plain(value)
-        return value
-
-    return candidate
-
-
-def _classify(e: BaseException, mode: str) -> dict:
-    name = _type(e).__name__
-    detail = f"{name}: {e}"[:500]
-    if isinstance(e, SystemExit):
-        if mode == "stdio" and e.code in (None, 0):
-            return {"status": "ok"}
-        return {"status": "runtime_error", "detail": f"program exited (SystemExit {e.code!r}) before the end"}
-    if isinstance(e, MemoryError):
-        return {"status": "memory_exceeded", "detail": detail}
-    if isinstance(e, OSError) and e.errno in (errno.EFBIG, errno.ENOSPC):
-        return {"status": "output_limit", "detail": detail}
-    if isinstance(e, NotPlainData):
-        return {"status": "fail", "detail": str(e)}
-    if isinstance(e, AssertionError) and mode == "code" and not _Flags.candidate_raised:
-        return {"status": "fail", "detail": detail}
-    return {"status": "runtime_error", "detail": detail}
-
-
-# ----------------------------------------------------------------------------------------- parent
-
-
-def kill_all(pid: int) -> dict[int, int]:
-    """SIGKILL every process but ourselves; reap them; return {pid: wait status} of those reaped."""
-    reaped: dict[int, int] = {}
+def kill_all(groups: list[int]) -> dict[int, tuple[int, float]]:
+    """SIGKILL every process but ourselves and the zygote; reap them; return {pid: (status, cpu_s)}."""
+    reaped: dict[int, tuple[int, float]] = {}
+    keep = {os.getpid(), ZYGOTE.pid}
     for _ in range(200):
         if PID1:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(-1, signal.SIGKILL)
+            victims = [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) not in keep]
+            for p in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
         else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        while True:
-            try:
-                p, st = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if p == 0:
-                break
-            reaped[p] = st
-        if not PID1:
-            return reaped
-        if not [d for d in os.listdir("/proc") if d.isdigit() and d != "1"]:
+            victims = []
+            for g in groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(g, signal.SIGKILL)
+        _reap(reaped)
+        if not victims:
             return reaped
         time.sleep(0.002)
     raise RuntimeError("processes survived SIGKILL for 0.4 s")
+
+
+def _reap(reaped: dict, block_for: int | None = None) -> None:
+    while True:
+        try:
+            p, st, ru = os.wait4(block_for or -1, 0 if block_for else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if p == 0:
+            return
+        if p == ZYGOTE.pid:
+            ZYGOTE.pid = 0
+        reaped[p] = (st, ru.ru_utime + ru.ru_stime)
+        if block_for:
+            return
 
 
 def wipe(path: str) -> None:
@@ -316,68 +200,97 @@ def _rmtree(path: str) -> None:
 def run_test(req: dict, counter: int) -> dict:
     base = os.path.join(WORK_ROOT, f"restem-w{os.getpid()}-{counter}") if UNSAFE_LOCAL else "/tmp/w"
     os.mkdir(base, 0o700)
+    if SWITCH_USERS:
+        os.chown(base, CANDIDATE_UID, CANDIDATE_UID)
+    cpu_s, wall_s = float(req["timeout_s"]), float(req.get("wall_s") or max(3 * float(req["timeout_s"]), 5.0))
     stdin_fd = os.memfd_create("stdin")
-    data = req.get("stdin", "").encode()
-    view = memoryview(data)
+    view = memoryview(req.get("stdin", "").encode())
     while view:
         view = view[os.write(stdin_fd, view) :]
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
+    serve = req["mode"] != "stdio"
+    job = {
+        "mode": "serve" if serve else "stdio",
+        "preamble": req["mode"] == "call",
+        "program": req["program"],
+        "workdir": base,
+        "switch_user": SWITCH_USERS,
+        # with a checker, it enforces the CPU budget (a harness may raise it); the rlimit is a cap
+        "limits": {
+            "mem_mb": req["mem_mb"],
+            "cpu_s": cpu_s * (SERVE_CPU_CAP if serve else 1),
+            "file_limit": req["file_limit"],
+        },
+    }
+    fds = [stdin_fd, out_w, err_w]
+    theirs = list(fds)
+    if serve:
+        call_r, call_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        verdict_r, verdict_w = os.pipe()
+        fds += [call_r, reply_w]
+        theirs += [call_r, reply_w, call_w, reply_r, verdict_w]
+    ZYGOTE.ensure()
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        _child(req, stdin_fd, out_w, err_w, res_w, base)
-    for fd in (stdin_fd, out_w, err_w, res_w):
-        os.close(fd)
+    groups: list[int] = []
     try:
-        return _watch(req, pid, t0, out_r, err_r, res_r)
+        try:
+            cpid = ZYGOTE.spawn(job, fds)
+            groups.append(cpid)
+            chk = 0
+            if serve:
+                chk = os.fork()
+                if chk == 0:
+                    plaindata.place_fds([call_w, reply_r, verdict_w], 3)
+                    checker.run({**req, "wall_s": wall_s, "switch_user": SWITCH_USERS}, 3, 4, 5, cpid)
+                groups.append(chk)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return _watch(req, cpid, chk, t0, cpu_s, wall_s, out_r, err_r, verdict_r if serve else None, groups)
     finally:
         if UNSAFE_LOCAL:
             _rmtree(base)
         else:
             wipe("/tmp")
-            if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-                wipe("/dev/shm")
 
 
-def _watch(req: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int) -> dict:
+def _watch(req, cpid, chk, t0, cpu_s, wall_s, out_r, err_r, verdict_r, groups) -> dict:
     limit = int(req["output_limit"])
-    deadline = t0 + float(req["timeout_s"])
-    try:
-        pidfd = os.pidfd_open(pid)  # readable when the child exits (Linux >= 5.3)
-    except (AttributeError, OSError):
-        pidfd = None  # older kernels: poll waitpid every 5 ms instead
-    bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
+    deadline = t0 + (SERVE_CPU_CAP * wall_s + 10 if verdict_r is not None else wall_s)
+    pidfd = os.pidfd_open(cpid)
+    bufs = {out_r: bytearray(), err_r: bytearray()}
+    if verdict_r is not None:
+        bufs[verdict_r] = bytearray()
     open_fds = set(bufs)
-    total = 0
-    verdict = None
-    wstatus = None
-    elapsed = 0.0
-    drain_until = None
+    total, verdict, exited, drain_until = 0, None, None, None
+    reaped: dict[int, tuple[int, float]] = {}
     try:
-        while open_fds or wstatus is None:
+        while True:
             now = time.monotonic()
-            if wstatus is None:
+            if verdict_r is not None and verdict_r not in open_fds:
+                break  # the checker wrote its verdict (or died) and closed the pipe
+            if exited is None:
                 if now >= deadline:
-                    verdict = "timeout"
+                    verdict = _backstop(cpid, chk, now - t0, verdict_r is not None)
                     break
-                if pidfd is None:
-                    watch, wait = list(open_fds), min(deadline - now, 0.005)
-                else:
-                    watch, wait = [*open_fds, pidfd], deadline - now
+                watch, wait = [*open_fds, pidfd], deadline - now
             else:
-                if now >= drain_until:
+                if verdict_r is None and (not open_fds or now >= drain_until):
                     break
-                watch, wait = list(open_fds), drain_until - now
-            ready, _, _ = select.select(watch, [], [], wait)
-            if wstatus is None and (pidfd in ready if pidfd is not None else True):
-                done, st = os.waitpid(pid, 0 if pidfd is not None else os.WNOHANG)
-                if done:
-                    wstatus, elapsed = st, time.monotonic() - t0
-                    kill_all(pid)  # nothing the program started outlives it
-                    drain_until = time.monotonic() + 2.0
+                if verdict_r is not None and now >= deadline:
+                    verdict = {"status": "infra_error", "detail": "the checker ran past its time limit"}
+                    break
+                watch, wait = list(open_fds), (drain_until - now if verdict_r is None else deadline - now)
+            ready, _, _ = select.select(watch, [], [], max(wait, 0))
+            if exited is None and pidfd in ready:
+                _reap(reaped, block_for=cpid)
+                exited = time.monotonic() - t0
+                if verdict_r is None:
+                    reaped.update(kill_all(groups))  # nothing the program started outlives it
+                drain_until = time.monotonic() + 2.0
             for fd in ready:
                 if fd == pidfd:
                     continue
@@ -385,45 +298,72 @@ def _watch(req: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int) -
                 if not chunk:
                     open_fds.discard(fd)
                     continue
+                bufs[fd] += chunk
+                if fd == verdict_r:
+                    continue
                 total += len(chunk)
-                buf = bufs[fd]
-                buf += chunk
-                if fd == err_r and len(buf) > 2 * STDERR_TAIL:
-                    del buf[:-STDERR_TAIL]
+                if fd == err_r and len(bufs[fd]) > 2 * STDERR_TAIL:
+                    del bufs[fd][:-STDERR_TAIL]
                 if total > limit:
-                    verdict = "output_limit"
+                    verdict = {"status": "output_limit", "detail": f"over {limit} bytes of output"}
             if verdict:
                 break
     finally:
-        reaped = kill_all(pid)
-        if wstatus is None:
-            wstatus = reaped.get(pid)
-            if wstatus is None:
-                try:
-                    _, wstatus = os.waitpid(pid, 0)
-                except ChildProcessError:
-                    wstatus = 0
-        for fd in (*bufs, *([pidfd] if pidfd is not None else [])):
+        if exited is None and verdict is None and verdict_r is not None:
+            # the checker is done: give a finished program a moment to exit, for its status
+            with contextlib.suppress(ChildProcessError):
+                if select.select([pidfd], [], [], 0.2)[0]:
+                    _reap(reaped, block_for=cpid)
+        reaped.update(kill_all(groups))
+        os.close(pidfd)
+        for fd in bufs:
             os.close(fd)
-    elapsed = elapsed or time.monotonic() - t0
-    stderr_tail = bytes(bufs[err_r][-STDERR_TAIL:]).decode("utf-8", "replace")
-    resp = {"elapsed": round(elapsed, 4), "stderr": stderr_tail}
-    if verdict:
-        return {**resp, "status": verdict, "detail": f"{verdict} after {elapsed:.2f}s, {total} bytes out"}
-    stdout = bytes(bufs[out_r]).decode("utf-8", "replace")
+    elapsed = exited or time.monotonic() - t0
+    resp = {"elapsed": round(elapsed, 4), "stderr": bytes(bufs[err_r][-STDERR_TAIL:]).decode("utf-8", "replace")}
+    if verdict is None and verdict_r is not None:
+        verdict = _checker_verdict(bytes(bufs[verdict_r]), reaped.get(cpid), cpu_s * SERVE_CPU_CAP)
+    if verdict is None:
+        verdict = _exit_verdict(reaped.get(cpid), cpu_s, req["mode"])
+        if verdict["status"] == "ok":
+            verdict["stdout"] = bytes(bufs[out_r]).decode("utf-8", "replace")
+    return {**resp, **verdict}
+
+
+def _backstop(cpid: int, chk: int, wall: float, serve: bool) -> dict:
+    if serve:  # the checker bounds every call; past this, the checker itself (test code) hung
+        return {"status": "infra_error", "detail": f"the checker ran past {wall:.1f}s"}
+    v = checker.timeout_or_overload(cpid, wall, checker.program_cpu_seconds(cpid, PID1), "the test")
+    if v["status"] == "overloaded":
+        return {"status": "infra_error", "detail": v["detail"]}
+    return v
+
+
+def _checker_verdict(raw: bytes, exit_info, cpu_s: float) -> dict:
     try:
-        child = json.loads(bytes(bufs[res_r])) if bufs[res_r] else None
+        v = json.loads(raw[HDR.size :]) if len(raw) > HDR.size else None
     except ValueError:
-        child = {"status": "runtime_error", "detail": "unreadable result from the test process"}
-    if child is None:
-        child = _status_without_result(wstatus, req["mode"])
-    resp.update(child)
-    if req["mode"] == "stdio":
-        resp["stdout"] = stdout
-    return resp
+        v = None
+    if not isinstance(v, dict):
+        return {"status": "infra_error", "detail": "the checker ended without a verdict"}
+    status = v.get("status")
+    if status == "gone":
+        out = _exit_verdict(exit_info, cpu_s, "serve")
+        if out["status"] == "ok":
+            return {"status": "runtime_error", "detail": "program exited before the test finished"}
+        return out
+    if status in ("overloaded", "unsupported"):
+        return {"status": "infra_error", "detail": str(v.get("detail", status))}
+    if status not in ("ok", "fail", "runtime_error", "timeout", "output_limit"):
+        return {"status": "infra_error", "detail": f"checker verdict {status!r}"}
+    return v
 
 
-def _status_without_result(wstatus: int, mode: str) -> dict:
+def _exit_verdict(exit_info, cpu_s: float, mode: str) -> dict:
+    if exit_info is None:
+        return {"status": "runtime_error", "detail": "program still running when the test ended"}
+    wstatus, used = exit_info
+    if used >= cpu_s:
+        return {"status": "timeout", "detail": f"CPU time limit {cpu_s:.1f}s"}
     if os.WIFSIGNALED(wstatus):
         sig = os.WTERMSIG(wstatus)
         if sig == signal.SIGXCPU:
@@ -434,9 +374,10 @@ def _status_without_result(wstatus: int, mode: str) -> dict:
             return {"status": "output_limit", "detail": "file size limit"}
         return {"status": "runtime_error", "detail": f"killed by signal {signal.Signals(sig).name}"}
     code = os.WEXITSTATUS(wstatus)
-    if mode == "stdio" and code == 0:
+    if code == 0 and mode == "stdio":
         return {"status": "ok"}
-    return {"status": "runtime_error", "detail": f"program exited with code {code} before the test finished"}
+    status = EXIT_MEANING.get(code, "runtime_error")
+    return {"status": status, "detail": f"program exited with code {code}"}
 
 
 # ------------------------------------------------------------------------------------------ loop
@@ -468,9 +409,16 @@ def main() -> None:
         import ctypes
 
         _LIBC = ctypes.CDLL(None)
-        _LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0: no ptrace, no /proc/1/mem
     except (OSError, AttributeError):
         _LIBC = None
+    _prctl(4, 0)  # PR_SET_DUMPABLE = 0: no ptrace, no /proc/1/mem (the checker inherits it)
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: program processes are re-parented to us (unsafe-local)
+    # A deep recursion needs C stack in the program's process; the zygote's stack limit is inherited.
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    want = 256 << 20 if hard == resource.RLIM_INFINITY else min(256 << 20, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_STACK, (max(soft, want) if soft != resource.RLIM_INFINITY else soft, hard))
+    ZYGOTE.ensure()  # before any request is read: nothing of a test is ever in its memory
     counter = 0
     while True:
         head = read_exact(HDR.size)
@@ -487,28 +435,18 @@ def main() -> None:
         del body
         op = req.get("op")
         if op == "ping":
-            send({"status": "ok", "pid": os.getpid(), "python": sys.version.split()[0]})
+            send({"status": "ok", "pid": os.getpid(), "python": sys.version.split()[0], "root": ROOT})
         elif op == "run":
             counter += 1
-            if req["mode"] == "code":
-                req["call_check"] = bool(req.get("entry_point")) and _defines_check(req["test_code"])
             try:
                 send(run_test(req, counter))
-            except RuntimeError as e:
+            except (RuntimeError, plaindata.FrameError) as e:
                 send({"status": "infra_error", "detail": f"runner: {e}"})
-                return
+                ZYGOTE.stop()
         elif op == "exit":
             return
         else:
             send({"status": "infra_error", "detail": f"unknown op {op!r}"})
-
-
-def _defines_check(test_code: str) -> bool:
-    try:
-        tree = ast.parse(test_code)
-    except SyntaxError:
-        return False
-    return any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
 
 
 if __name__ == "__main__":

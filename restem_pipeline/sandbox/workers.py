@@ -1,8 +1,9 @@
 """Workers that hold one trusted runner each: a locked-down Docker container, or an unsafe subprocess.
 
 :class:`DockerWorker` creates a container from the sandbox image with no network, a read-only root,
-a small noexec tmpfs on ``/tmp`` and no ``/dev/shm`` (private IPC), uid 65534, every capability
-dropped, ``no-new-privileges``, pids/memory/CPU limits and no log driver; it attaches to the
+a small noexec tmpfs on ``/tmp`` and no ``/dev/shm`` (private IPC), every capability dropped but
+the six the runner needs to start programs as uid 65534 and checkers as uid 65533 and to clean up
+(:mod:`.runner`), ``no-new-privileges``, pids/memory/CPU limits and no log driver; it attaches to the
 runner's stdin/stdout through the Docker SDK and exchanges length-prefixed JSON. Containers are
 labelled ``restem.sandbox=1`` with their owner (host, pid), use ``StdinOnce`` (the runner sees EOF and
 exits when our attach socket closes, e.g. if this process dies) and ``AutoRemove``; stale ones are
@@ -47,7 +48,8 @@ class InfraError(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits. ``mem_mb`` is the per-test address-space limit; the container gets +160 MiB."""
+    """Resource limits. ``mem_mb`` is the program's address-space limit; the checker's is ``mem_mb`` +
+    256 MiB; the container's memory (``container_mb``) holds both, the runner and the zygote."""
 
     mem_mb: int = 512
     output_limit: int = 4 << 20
@@ -55,6 +57,10 @@ class Limits:
     tmpfs_mb: int = 64
     pids: int = 64
     cpus: float = 1.0
+
+    @property
+    def container_mb(self) -> int:
+        return 2 * self.mem_mb + 256 + 160
 
     def __post_init__(self) -> None:
         for name in ("mem_mb", "output_limit", "file_limit", "tmpfs_mb", "pids"):
@@ -143,12 +149,15 @@ class DockerWorker(_Framed):
             network_mode="none",
             read_only=True,
             cap_drop=["ALL"],
+            # The runner starts as root only to run the program (uid 65534) and the checker (uid
+            # 65533) as two users who cannot signal or read each other, and to clean up after them.
+            cap_add=["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"],
             security_opt=["no-new-privileges"],
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmpfs_mb}m,mode=1777"},
             ipc_mode="none",
             pids_limit=limits.pids,
-            mem_limit=f"{limits.mem_mb + 160}m",
-            memswap_limit=f"{limits.mem_mb + 160}m",
+            mem_limit=f"{limits.container_mb}m",
+            memswap_limit=f"{limits.container_mb}m",
             nano_cpus=int(limits.cpus * 1e9),
             auto_remove=True,
             log_config=docker.types.LogConfig(type="none"),
@@ -161,7 +170,7 @@ class DockerWorker(_Framed):
             created = api.create_container(
                 image,
                 command=["python3", "-I", "-B", RUNNER_IN_IMAGE],
-                user="65534:65534",
+                user="0:0",
                 stdin_open=True,
                 detach=False,
                 tty=False,
@@ -184,7 +193,7 @@ class DockerWorker(_Framed):
         except InfraError:
             self.close()
             raise
-        if pong.get("pid") != 1:
+        if pong.get("pid") != 1 or pong.get("root") is not True:
             self.close()
             raise InfraError(f"runner is not PID 1 in its container: {pong}")
 
