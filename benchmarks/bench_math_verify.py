@@ -1,15 +1,21 @@
 """Benchmark restem's math verifier against Math-Verify 0.9.0 on the same labelled inputs.
 
-Measures items/s in one process (one item at a time, as a reward function calls it) and for a
-batch over 2 processes (restem: ``verify_batch(workers=2)``; Math-Verify: a 2-process
-``multiprocessing.Pool``), and the agreement of each verifier with labels derived by construction
-(``benchmarks/math_labelled_set.py``): accuracy, false positives (a non-equivalent answer called
-correct) and false negatives. Prints a summary table, a per-family table (each rewrite family of the
-labelled set: its label, its size, and how many items each verifier got wrong) and, as its last
-line, one JSON object.
+Two sets. (1) restem's labelled set (``benchmarks/math_labelled_set.py``, labels derived by
+construction, each item with its problem text): items/s in one process (one item at a time, as a
+reward function calls it) and for a batch over 2 processes (restem: ``verify_batch(workers=2)``;
+Math-Verify: a 2-process ``multiprocessing.Pool``), and agreement with the labels: accuracy, false
+positives (a non-equivalent answer called correct) and false negatives, overall and per rewrite
+family. (2) Cases written by others: Math-Verify's own test rows (``benchmarks/math_public_cases.jsonl``,
+269 (gold, prediction, expected) rows from huggingface/Math-Verify's tests, many of them real model
+outputs), graded by restem (golds read like predictions: a boxed gold by ``math_solution``, else the
+answer restem's extraction finds in it) and by Math-Verify called as its tests call it; figures for
+all rows and for the rows with Math-Verify's default settings. Labels there are Math-Verify's: where
+they encode its own conventions (decimal commas, approximations, the last ``$...$`` of prose), restem's
+"misses" are disagreements of policy, listed with ``--show-errors``.
 
-Run: ``python benchmarks/bench_math_verify.py [--quick]``. Needs ``pip install -e '.[bench]'``
-(Math-Verify is a benchmark extra, never a runtime dependency); without it only restem is timed.
+Prints the tables and, as its last line, one JSON object. Run: ``python benchmarks/bench_math_verify.py
+[--quick] [--show-errors]``. Needs ``pip install -e '.[bench]'`` (Math-Verify is a benchmark extra,
+never a runtime dependency); without it only restem is measured.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from math_labelled_set import labelled_set  # noqa: E402
 
-from restem_pipeline.mathverify import Status, verify, verify_batch  # noqa: E402
+from restem_pipeline.mathverify import Status, extract_answer, verify, verify_batch  # noqa: E402
 from restem_pipeline.mathverify.api import clear_caches  # noqa: E402
 from restem_pipeline.mathverify.workers import default_pool  # noqa: E402
 
@@ -51,13 +57,18 @@ def bench_restem(items: list[dict]) -> dict:
     verify("\\boxed{\\sqrt{2}}", "\\sqrt{2}+0")  # start the symbolic worker outside the timing
     clear_caches()
     start = time.perf_counter()
-    results = [verify(it["prediction"], it["gold"]) for it in items]
+    results = [verify(it["prediction"], it["gold"], problem=it["problem"]) for it in items]
     single = time.perf_counter() - start
     default_pool().close()
     verify_batch(["\\boxed{\\sqrt{2}}"] * 2, ["\\sqrt{2}+0"] * 2, workers=2)
     clear_caches()
     start = time.perf_counter()
-    batch = verify_batch([it["prediction"] for it in items], [it["gold"] for it in items], workers=2)
+    batch = verify_batch(
+        [it["prediction"] for it in items],
+        [it["gold"] for it in items],
+        workers=2,
+        problems=[it["problem"] for it in items],
+    )
     batched = time.perf_counter() - start
     assert [r.status for r in batch] == [r.status for r in results]
     judged = [r.status is Status.CORRECT for r in results]
@@ -122,6 +133,144 @@ def _print_families(families: dict[str, dict]) -> None:
         print(f"{name:<20}{label:>8}{row['n']:>6}{row['restem_wrong']:>14}{mv_wrong:>19}")
 
 
+# -- cases written by others: Math-Verify's own test rows -----------------------------------------
+
+PUBLIC_CASES = Path(__file__).resolve().parent / "math_public_cases.jsonl"
+_DEFAULTS = {"precision": 6, "strict": True, "allow_set_relation_comp": False}
+
+
+def public_cases() -> list[dict]:
+    """The rows of ``math_public_cases.jsonl`` (comment lines skipped), each marked ``default_setting``."""
+    rows = []
+    with PUBLIC_CASES.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                row = json.loads(line)
+                row["default_setting"] = all(row.get(k, v) == v for k, v in _DEFAULTS.items())
+                rows.append(row)
+    return rows
+
+
+def _restem_gold(text: str) -> tuple[str, str]:
+    """(gold, gold_format) for a gold text written for Math-Verify (``$9$``, a whole solution)."""
+    if "\\boxed" in text or "\\fbox" in text:
+        return text, "math_solution"
+    return extract_answer(text) or text, "answer"
+
+
+def public_restem(rows: list[dict]) -> list[tuple[bool, str, str | None, str | None]]:
+    """(said correct, status, predicted, gold) per row; golds of several formats, one call each."""
+    out = []
+    for row in rows:
+        gold, fmt = _restem_gold(row["gold"])
+        r = verify(row["pred"], gold, gold_format=fmt)  # type: ignore[arg-type]
+        out.append((r.status is Status.CORRECT, r.status.value, r.predicted, r.gold))
+    return out
+
+
+def _mv_case(row: dict) -> bool:
+    """Math-Verify on one row, called the way its own test calls it."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+    from math_verify import verify as mv_verify
+
+    if row["call"] == "parse_verify":
+        return bool(mv_verify(parse(row["gold"]), parse(row["pred"])))
+    targets = [
+        LatexExtractionConfig(boxed_match_priority=0) if m == "latex" else ExprExtractionConfig()
+        for m in row["match_types"]
+    ]
+    return bool(
+        mv_verify(
+            parse(row["gold"], targets),
+            parse(row["pred"], targets),
+            float_rounding=row["precision"],
+            strict=row["strict"],
+            allow_set_relation_comp=row["allow_set_relation_comp"],
+        )
+    )
+
+
+def _counts(judged: list[bool], rows: list[dict]) -> dict:
+    fp = sum(j and not r["expected"] for j, r in zip(judged, rows, strict=True))
+    fn = sum(not j and r["expected"] for j, r in zip(judged, rows, strict=True))
+    return {
+        "n": len(rows),
+        "accuracy": round(1 - (fp + fn) / len(rows), 4),
+        "false_positives": fp,
+        "false_negatives": fn,
+    }
+
+
+def bench_public(show_errors: bool) -> dict:
+    rows = public_cases()
+    restem = public_restem(rows)
+    judged = {"restem": [r[0] for r in restem]}
+    try:
+        import math_verify  # noqa: F401
+
+        judged["math_verify"] = [_mv_case(row) for row in rows]
+    except ImportError:
+        pass
+    default = [i for i, row in enumerate(rows) if row["default_setting"]]
+    figures: dict = {"rows": len(rows), "equivalent": sum(r["expected"] for r in rows), "default_setting": len(default)}
+    for name, said in judged.items():
+        figures[name] = {
+            "all": _counts(said, rows),
+            "default_setting": _counts([said[i] for i in default], [rows[i] for i in default]),
+        }
+    statuses: dict[str, int] = {}
+    for _, status, _, _ in restem:
+        statuses[status] = statuses.get(status, 0) + 1
+    figures["restem"]["statuses"] = statuses
+    by_test: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        entry = by_test.setdefault(row["source"], [0, 0, 0])
+        entry[0] += 1
+        entry[1] += judged["restem"][i] != bool(row["expected"])
+        if "math_verify" in judged:
+            entry[2] += judged["math_verify"][i] != bool(row["expected"])
+    figures["by_test"] = by_test
+    if show_errors:
+        for i, row in enumerate(rows):
+            if judged["restem"][i] != bool(row["expected"]):
+                kind = "FP" if judged["restem"][i] else "FN"
+                _, status, predicted, gold = restem[i]
+                print(
+                    f"{kind} {row['source']}: pred {row['pred'][-70:]!r} gold {row['gold'][-50:]!r} -> {status}, "
+                    f"read {predicted and predicted[:50]!r} vs {gold and gold[:50]!r}"
+                )
+    return figures
+
+
+def _print_public(figures: dict) -> None:
+    print()
+    print(
+        f"Math-Verify's own test rows ({figures['rows']} rows, {figures['equivalent']} labelled equivalent; "
+        f"{figures['default_setting']} with default settings)"
+    )
+    header = f"{'verifier':<22}{'rows':>14}{'n':>6}{'accuracy':>10}{'FP':>5}{'FN':>5}"
+    print(header)
+    print("-" * len(header))
+    for name, label in (("restem", "restem"), ("math_verify", "math-verify 0.9.0")):
+        if name not in figures:
+            print(f"{label:<22}  (not installed: pip install -e '.[bench]')")
+            continue
+        for subset in ("all", "default_setting"):
+            row = figures[name][subset]
+            print(
+                f"{label:<22}{subset:>14}{row['n']:>6}{row['accuracy']:>10.2%}"
+                f"{row['false_positives']:>5}{row['false_negatives']:>5}"
+            )
+    print(f"restem statuses: {figures['restem']['statuses']}")
+    print()
+    header = f"{'test (source)':<58}{'n':>5}{'restem wrong':>14}{'math-verify wrong':>19}"
+    print(header)
+    print("-" * len(header))
+    for source, (n, restem_wrong, mv_wrong) in figures["by_test"].items():
+        mv = mv_wrong if "math_verify" in figures else "-"
+        print(f"{source:<58}{n:>5}{restem_wrong:>14}{mv:>19}")
+
+
 def _errors(judged: list[bool], items: list[dict], n: int = 5) -> dict:
     fps = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if j and not it["equivalent"]]
     fns = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if not j and it["equivalent"]]
@@ -168,6 +317,9 @@ def main() -> None:
     figures["families"] = {name: [row["n"], row["restem_wrong"], row["mv_wrong"]] for name, row in families.items()}
     if args.show_errors:
         print(json.dumps({"restem": restem["examples"], "math_verify": mv and mv["examples"]}, indent=1))
+    public = bench_public(args.show_errors)
+    _print_public(public)
+    figures["public_cases"] = public
     print(json.dumps(figures))
 
 

@@ -17,10 +17,17 @@ numbers; repeating decimals; exact decimal <-> fraction; reordered solution list
 ``2\\sqrt2``, reordered / factored polynomials); ``\\pi`` forms; multiple-choice spellings;
 scientific notation.
 
+Issue 12's forms (equivalent): a wrong box corrected by a later box; each solution of a list boxed on
+its own, side by side; "Final Answer: The volume of the box is X."; an inequality left unsolved
+(``2x > 6``, ``-x < -3`` for ``(3, \\infty)``); ``\\{\\pm a\\}`` for ``-a, a``.
+
 Non-equivalent families: near-miss decimals, non-terminating fractions rounded to a decimal, ``15``
 for ``0.15``, flipped interval brackets, ``(n+2)!`` for ``n!``, sign flips, off-by-one, swapped
 ordered pairs, a dropped or an extra solution, a wrong unit multiplier, another choice letter, a
-changed radicand / power / coefficient, and an output that boxes two different answers.
+changed radicand / power / coefficient, an output whose last box is a different answer than an
+earlier boxed gold, a one-item gold boxed side by side with a different answer, a flipped relation
+(``x < 3`` or ``-x > -3`` for ``(3, \\infty)``), and the problem's own literal expression restated
+unevaluated (restem's restatement policy; every item carries its ``problem`` text).
 
 Boxed answers are wrapped in model-output text with other numbers in the reasoning. Run
 ``python benchmarks/math_labelled_set.py --out FILE.jsonl`` to write the set.
@@ -540,12 +547,92 @@ def eq_scientific(g: Gold) -> Made:
     return (sci, None) if sci else None
 
 
+# --- issue 12's answer forms ---------------------------------------------------------------------
+_FLIP = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le", "\\leq": "\\geq", "\\geq": "\\leq"}
+
+
+def _wrong(g: Gold) -> str | None:
+    wrong = ne_off_by_one(g) or ne_symbolic_change(g) or ne_sign_flip(g)
+    return None if wrong is None else wrong[0]
+
+
+def eq_corrected_box(g: Gold) -> Made:
+    """A wrong boxed answer, then prose, then the gold boxed: the last box is the answer."""
+    w = _wrong(g)
+    if w is None:
+        return None
+    fix = random.choice(["Wait, that is not right; correcting it, the answer is", "Correction: it should be"])
+    return g.text, random.choice(_REASONING) + f"First attempt: $\\boxed{{{w}}}$. {fix} $\\boxed{{{g.text}}}$."
+
+
+def eq_boxes_together(g: Gold) -> Made:
+    """Each solution of an unordered list boxed on its own, the boxes side by side."""
+    parts = g.list_parts
+    if not parts:
+        return None
+    sep = random.choice([", ", " and ", "$ and $", ", \\quad "])
+    boxed = sep.join(f"\\boxed{{{p}}}" for p in parts)
+    return ", ".join(parts), random.choice(_REASONING) + f"The solutions are ${boxed}$."
+
+
+def eq_final_sentence(g: Gold) -> Made:
+    """A sentence after "Final Answer:", the number after its "is": "The volume of the box is X."."""
+    if g.value is None:
+        return None
+    answer = g.text if "\\" not in g.text else f"${g.text}$"
+    lead = random.choice(["The volume of the box is", "The number of ways is", "The requested value is"])
+    return g.text, random.choice(_REASONING) + f"Final Answer: {lead} {answer}."
+
+
+def _interval_relation(g: Gold) -> tuple[Fraction | None, Fraction | None, str, str] | None:
+    """(lower, upper, lower op, upper op) of an interval gold with rational ends (None: infinite)."""
+    s = re.sub(r"\\(?:left|right)\s*", "", g.text).replace(" ", "")
+    m = re.fullmatch(r"([(\[])(.+?),(.+?)([)\]])", s)
+    if not m or not g.is_interval:
+        return None  # "(1, 2)" is a point unless the problem asks for an interval
+    lo = None if m.group(2) in ("-\\infty", "-\\inf") else _rational(m.group(2))
+    hi = None if m.group(3) in ("\\infty", "+\\infty") else _rational(m.group(3))
+    if (lo is None and "infty" not in m.group(2)) or (hi is None and "infty" not in m.group(3)):
+        return None
+    if lo == hi is None or (lo is not None and hi is not None and lo >= hi):
+        return None
+    return lo, hi, "<" if m.group(1) == "(" else "\\le", "<" if m.group(4) == ")" else "\\le"
+
+
+def eq_solved_relation(g: Gold) -> Made:
+    """An interval gold as an unsolved inequality: ``2x > 6`` or ``-x < -3`` for ``(3, \\infty)``."""
+    rel = _interval_relation(g)
+    if rel is None:
+        return None
+    lo, hi, lo_op, hi_op = rel
+    k = random.choice([2, 3])
+    if lo is not None and hi is not None:
+        return f"{_frac(k * lo)} {lo_op} {k}x {hi_op} {_frac(k * hi)}", None
+    if hi is None:  # x > lo
+        op = {"<": ">", "\\le": "\\ge"}[lo_op]
+        return random.choice([f"{k}x {op} {_frac(k * lo)}", f"-x {lo_op} {_frac(-lo)}"]), None
+    return random.choice([f"{k}x {hi_op} {_frac(k * hi)}", f"-x {_FLIP[hi_op]} {_frac(-hi)}"]), None
+
+
+def eq_pm_set(g: Gold) -> Made:
+    """``\\{\\pm a\\}`` for a gold ``-a, a`` (either order) or ``\\pm a``."""
+    parts = g.list_parts
+    if not parts or len(parts) != 2:
+        return None
+    a, b = (p.replace(" ", "") for p in parts)
+    if a.lstrip("+") == b.lstrip("-") and b.startswith("-"):
+        return f"\\{{\\pm {a.lstrip('+')}\\}}", None
+    if b.lstrip("+") == a.lstrip("-") and a.startswith("-"):
+        return f"\\{{\\pm {b.lstrip('+')}\\}}", None
+    return None
+
+
 EQUIVALENT: list[Callable[[Gold], Made]] = [
     eq_same, eq_prose_final, eq_prose_answer_is, eq_gsm8k_hash, eq_a_colon, eq_dfrac_tfrac,
     eq_left_right, eq_thin_space, eq_currency, eq_percent, eq_degrees, eq_units, eq_thousands,
     eq_named_var, eq_plain_forms, eq_mixed_number, eq_repeating, eq_decimal_fraction, eq_reordered_list,
     eq_interval_spacing, eq_matrix_env, eq_symbolic_form, eq_pi_forms, eq_multiple_choice,
-    eq_scientific,
+    eq_scientific, eq_corrected_box, eq_boxes_together, eq_final_sentence, eq_solved_relation, eq_pm_set,
 ]  # fmt: skip
 
 
@@ -670,21 +757,69 @@ def ne_symbolic_change(g: Gold) -> Made:
 
 
 def ne_two_boxed(g: Gold) -> Made:
-    wrong = ne_off_by_one(g) or ne_symbolic_change(g) or ne_sign_flip(g)
-    if wrong is None:
+    """The gold boxed, then a different answer boxed last (the last box is the answer)."""
+    w = _wrong(g)
+    if w is None:
         return None
-    w = wrong[0]
     if random.random() < 0.5:
-        out = f"First attempt: $\\boxed{{{w}}}$. Checking again, the answer is $\\boxed{{{g.text}}}$."
+        out = f"First attempt: $\\boxed{{{g.text}}}$. Checking again, the answer is $\\boxed{{{w}}}$."
     else:
         out = f"So we get $\\boxed{{{g.text}}}$, or maybe $\\boxed{{{w}}}$."
-    return w + " | " + g.text, out
+    return g.text + " | " + w, out
+
+
+def ne_side_by_side(g: Gold) -> Made:
+    """A one-item gold, and it boxed side by side with a different answer (two answers at once)."""
+    w = None if g.list_parts else _wrong(g)
+    if w is None:
+        return None
+    first, second = random.sample([g.text, w], 2)
+    return f"{first} | {w}", random.choice(_REASONING) + f"So $\\boxed{{{first}}}$ and $\\boxed{{{second}}}$."
+
+
+def ne_flipped_relation(g: Gold) -> Made:
+    """A half-line gold's relation flipped: ``x < 3`` or ``-x > -3`` (negated, relation flipped twice)
+    for ``(3, \\infty)``."""
+    rel = _interval_relation(g)
+    if rel is None or (rel[0] is None) == (rel[1] is None):
+        return None
+    lo, hi, lo_op, hi_op = rel
+    if hi is None:  # gold x > lo; wrong: x < lo
+        return random.choice([f"x {lo_op} {_frac(lo)}", f"-x {_FLIP[lo_op]} {_frac(-lo)}"]), None
+    op = _FLIP[hi_op]  # gold x < hi; wrong: x > hi
+    return random.choice([f"x {op} {_frac(hi)}", f"-x {hi_op} {_frac(-hi)}"]), None
+
+
+_LITERAL_SEGMENT = re.compile(r"\$([^$]{3,80})\$")
+
+
+def ne_restated(g: Gold) -> Made:
+    """The problem's own literal expression, unevaluated, whose value is the gold ("What is
+    $501^2-499^2$?" answered ``501^2-499^2``): a restatement earns nothing (issue 12). Candidates are
+    found with restem's expression parser; the label is the policy, not a verdict."""
+    if g.value is None:
+        return None
+    from restem_pipeline.mathverify.evaluate import exact_value
+    from restem_pipeline.mathverify.latex_expr import ExprParseError, parse_expr, symbols_of
+    from restem_pipeline.mathverify.restatement import in_simplest_form
+
+    for segment in _LITERAL_SEGMENT.findall(g.problem):
+        if not re.search(r"[-+*/^!]|\\(?:frac|sqrt|binom|dbinom|cdot|times|lfloor|lceil)", segment.strip().lstrip("-")):
+            continue
+        try:
+            node = parse_expr(segment.replace("\\dbinom", "\\binom").replace("\\dfrac", "\\frac"))
+        except (ExprParseError, ValueError, RecursionError):
+            continue
+        if not symbols_of(node) and not in_simplest_form(node) and exact_value(node) == g.value:
+            return segment.strip(), None
+    return None
 
 
 PERTURBED: list[Callable[[Gold], Made]] = [
     ne_near_miss_decimal, ne_rounded_fraction, ne_percent_scale, ne_interval_brackets,
     ne_factorial_shift, ne_sign_flip, ne_off_by_one, ne_swapped_tuple, ne_dropped_solution,
     ne_extra_solution, ne_unit_multiplier, ne_choice_letter, ne_symbolic_change, ne_two_boxed,
+    ne_side_by_side, ne_flipped_relation, ne_restated,
 ]  # fmt: skip
 
 
@@ -725,6 +860,14 @@ def golds_of(limit_gsm8k: int, *, math_test: bool = True) -> list[Gold]:
     return out
 
 
+def _restates(answer: str, gold: Gold) -> bool:
+    """The answer is, spaces aside, one of the problem's ``$...$`` expressions (and not the gold)."""
+    key = answer.replace(" ", "")
+    if key == gold.text.replace(" ", ""):
+        return False
+    return any(seg.replace(" ", "") == key for seg in _LITERAL_SEGMENT.findall(gold.problem))
+
+
 def _family(rule: Callable) -> str:
     return rule.__name__.removeprefix("eq_").removeprefix("ne_")
 
@@ -746,6 +889,8 @@ def labelled_set(*, seed: int = 0, limit_gsm8k: int = 600, per_family: int | Non
                 answer, output = made
                 if not label and answer.replace(" ", "") == gold.text.replace(" ", ""):
                     continue
+                if label and _restates(answer, gold):
+                    continue  # "\\sqrt{720}" for "Simplify $\\sqrt{720}$.": a restatement, never equivalent
                 items.append(
                     {
                         "source": gold.source,
@@ -753,6 +898,7 @@ def labelled_set(*, seed: int = 0, limit_gsm8k: int = 600, per_family: int | Non
                         "prediction": output if output is not None else _reasoned(answer),
                         "answer": answer,
                         "gold": gold.text,
+                        "problem": gold.problem,
                         "equivalent": label,
                     }
                 )

@@ -26,8 +26,21 @@ class Verdict:
     detail: str = ""
 
 
-def math_verdicts(completions: Sequence[str], golds: Sequence[str], timeout_s: float, workers: int) -> list[Verdict]:
-    results = mathverify.verify_batch(list(completions), list(golds), timeout_s=timeout_s, workers=workers)
+def math_verdicts(
+    completions: Sequence[str],
+    golds: Sequence[str],
+    timeout_s: float,
+    workers: int,
+    problems: Sequence[str | None] | None = None,
+) -> list[Verdict]:
+    """``problems`` (the problems' texts) lets the verifier refuse an answer that restates the problem."""
+    results = mathverify.verify_batch(
+        list(completions),
+        list(golds),
+        timeout_s=timeout_s,
+        workers=workers,
+        problems=None if problems is None else list(problems),
+    )
     out = []
     for r in results:
         status = str(r.status)
@@ -69,7 +82,11 @@ def verdicts_for(
     code_idx = [i for i, p in enumerate(problems) if p.domain == "code"]
     if math_idx:
         vs = math_verdicts(
-            [completions[i] for i in math_idx], [problems[i].answer for i in math_idx], timeout_s, workers
+            [completions[i] for i in math_idx],
+            [problems[i].answer for i in math_idx],
+            timeout_s,
+            workers,
+            problems=[problems[i].prompt for i in math_idx],
         )
         for i, v in zip(math_idx, vs, strict=True):
             out[i] = v

@@ -58,3 +58,19 @@ def test_bad_input_names_file_line_and_field(
     err = capsys.readouterr().err
     assert f"{src}{message}" in err
     assert not out.exists()  # nothing graded, nothing written
+
+
+def test_an_optional_problem_field_turns_on_the_restatement_rule(tmp_path: Path) -> None:
+    problem = "What is the value of $501^2-499^2$?"
+    rows = [
+        {"prediction": "\\boxed{501^2-499^2}", "gold": "2000", "problem": problem},
+        {"prediction": "\\boxed{501^2-499^2}", "gold": "2000"},  # no problem: the rule is off
+        {"prediction": "\\boxed{2000}", "gold": "2000", "problem": problem},
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    assert _run([str(src), "-o", str(out)]) == 0
+    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["status"] for g in graded] == ["incorrect", "correct", "correct"]
+    assert "restates the problem" in graded[0]["reason"]

@@ -43,7 +43,13 @@ def test_every_math_gold_parses_except_known_empty_boxes(math_rows: list[dict]) 
 def test_every_math_answer_verifies_against_its_own_solution(math_rows: list[dict]) -> None:
     rows = [r for r in math_rows if r["unique_id"] not in KNOWN_INVALID_MATH]
     answers = [parse_gold(r["solution"], "math_solution") for r in rows]
-    results = verify_batch(answers, [r["solution"] for r in rows], gold_format="math_solution", workers=2)
+    results = verify_batch(
+        answers,
+        [r["solution"] for r in rows],
+        gold_format="math_solution",
+        workers=2,
+        problems=[r["problem"] for r in rows],
+    )
     failed = [
         (r["unique_id"], a, x.status) for r, a, x in zip(rows, answers, results, strict=True) if x.status != "correct"
     ]
@@ -61,7 +67,8 @@ def test_math500_answers_match_math_solutions() -> None:
     m500 = _rows(DATA / "math500" / "test.jsonl")
     assert len(m500) == 500
     solutions = [by_id[r["unique_id"]]["solution"] for r in m500]
-    results = verify_batch(solutions, [r["answer"] for r in m500], workers=2)
+    # With the problems' texts: no reference solution is taken for a restatement of its problem.
+    results = verify_batch(solutions, [r["answer"] for r in m500], workers=2, problems=[r["problem"] for r in m500])
     mismatched = [
         (r["unique_id"], x.predicted, x.gold, x.status)
         for r, x in zip(m500, results, strict=True)

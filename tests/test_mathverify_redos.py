@@ -221,8 +221,10 @@ def test_an_overlong_answer_is_not_graded() -> None:
     # The same limit holds in the worker (``judge_answers`` runs there too).
     status, _ = judge_answers([long_five], "5", Grader())
     assert status == "unparseable_prediction"
-    # Several boxes: an overlong one among them is not graded either.
-    assert verify(f"\\boxed{{{long_five}}} so \\boxed{{5}}", "5").status is Status.UNPARSEABLE_PREDICTION
+    # Boxes side by side form one answer: an overlong one among them is not graded either.
+    assert verify(f"\\boxed{{{long_five}}}, \\boxed{{5}}", "5").status is Status.UNPARSEABLE_PREDICTION
+    # A later box after prose corrects the overlong one: only the later one is graded.
+    assert verify(f"\\boxed{{{long_five}}} so \\boxed{{5}}", "5").status is Status.CORRECT
 
 
 def test_answers_up_to_the_limit_are_graded() -> None:

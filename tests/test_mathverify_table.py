@@ -150,7 +150,8 @@ EXTRACTION = [
     ("x = 7", "7", C),
     ("I think it is about 7 or so", "7", U),  # no final answer (no last-number fallback)
     ("", "7", U),
-    ("\\boxed{2} and later \\boxed{3}", "3", I),  # several different boxed answers
+    ("\\boxed{2} and later \\boxed{3}", "3", C),  # the last box corrects the earlier one (issue 12)
+    ("\\boxed{2} and later \\boxed{3}", "2", I),  # ... so the earlier one is not graded
     ("\\boxed{\\frac12} so \\boxed{0.5}", "0.5", C),  # the same answer boxed twice
     ("\\boxed{\\frac{1}{2}", "0.5", U),  # box never closed (truncated output)
     ("\\fbox{5}", "5", C),
@@ -205,6 +206,6 @@ def test_result_carries_answers_and_reason() -> None:
     r = verify("blah \\boxed{2} then \\boxed{3}", "3")
     assert r.predicted == "3"
     assert r.candidates == ("2", "3")
-    assert "several different" in r.reason
+    assert r.status is C and "'2'" in r.reason and "not graded" in r.reason
     bad_gold = verify("\\boxed{3}", "")
     assert bad_gold.gold is None and bad_gold.reason

@@ -2,7 +2,8 @@
 
 Each input line is a JSON object with ``prediction`` (a full model output or a bare answer) and
 ``gold`` (a bare answer, a MATH solution, or a GSM8K answer; ``--gold-format auto`` picks per line:
-``####`` means GSM8K, a ``\\boxed{}`` means a MATH solution, anything else a bare answer). Each line
+``####`` means GSM8K, a ``\\boxed{}`` means a MATH solution, anything else a bare answer) and,
+optionally, ``problem`` (the problem's text: an answer restating its expression is incorrect). Each line
 is written back with ``status``, ``reason``, ``predicted_answer``, ``predicted_answers`` and
 ``gold_answer`` added; a per-status summary goes to stderr. Bad input (invalid JSON, a missing or
 non-text field) stops before anything is graded, with an error naming the file, line and field.
@@ -124,6 +125,7 @@ def run_verify_math(args: argparse.Namespace) -> int:
 def _results_of(chunk: list[dict], args: argparse.Namespace):
     preds = [str(r["prediction"]) for r in chunk]
     golds = [str(r["gold"]) for r in chunk]
+    problems = [r["problem"] if isinstance(r.get("problem"), str) else None for r in chunk]
     formats = [args.gold_format if args.gold_format != "auto" else gold_format_of(g) for g in golds]
     results = [None] * len(chunk)
     for fmt in sorted(set(formats)):
@@ -131,6 +133,7 @@ def _results_of(chunk: list[dict], args: argparse.Namespace):
         graded = verify_batch(
             [preds[i] for i in idx],
             [golds[i] for i in idx],
+            problems=[problems[i] for i in idx],
             gold_format=fmt,
             timeout_s=args.timeout,
             workers=args.workers,

@@ -1,10 +1,14 @@
 """Find the final answer in a model output, and the gold answer in a data set's record.
 
-Covers: the last ``\\boxed{}`` / ``\\fbox{}`` with balanced braces (also ``\\boxed 2``), all distinct
-boxed answers of an output, "The final answer is ...", "The answer is ...", GSM8K ``#### N``,
-"A: N", a whole output that is itself a bare answer, and an opt-in last-number fallback. Gold parsing
-per data set: ``answer`` (MATH-500's ``answer`` field, the embedded set), ``math_solution`` (last boxed
-of a MATH solution) and ``gsm8k`` (``#### N``, thousands commas).
+Covers: ``\\boxed{}`` / ``\\fbox{}`` with balanced braces (also ``\\boxed 2``); which boxes form the
+final answer (``final_boxed``: the last box, joined with the boxes right before it when only
+connectives stand between them, so "\\boxed{5} ... wait, \\boxed{6}" is 6 and "\\boxed{2} and
+\\boxed{3}" is "2, 3"); "The final answer is ...", "Final Answer: The volume is 120." (the value after
+the last "is" of a sentence), "The answer is ...", GSM8K ``#### N``, "A: N", a whole output that is
+itself a bare answer, and an opt-in last-number fallback that keeps fractions (``1/3``), mixed
+numbers (``3 1/2``) and clock times (``2:30``) whole. Gold parsing per data set: ``answer`` (MATH-500's
+``answer`` field, the embedded set), ``math_solution`` (the final boxes of a MATH solution) and
+``gsm8k`` (``#### N``, thousands commas).
 
 Does not cover: deciding whether two answers are equal (``grading``), or rewriting LaTeX
 (``normalize``). Everything here is linear-time string scanning, safe to run in-process.
@@ -53,16 +57,12 @@ def _matching_braces(text: str, opens: set[int]) -> dict[int, int]:
     return closes
 
 
-def boxed_answers(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces) in order of appearance.
-
-    ``\\boxed 2`` (no braces, as in a few MATH solutions) yields its single token. Unbalanced boxes
-    (an output cut off mid-answer) are skipped.
-    """
+def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start of ``\\boxed``, end of the box, content) of every box, in order of appearance."""
     starts = list(_BOXED_START.finditer(text))
     opens = {m.start(1) for m in starts if m.group(1) == "{"}
     closes = _matching_braces(text, opens) if opens else {}
-    found: list[str] = []
+    found: list[tuple[int, int, str]] = []
     token_end = -1
     for m in starts:
         start = m.start(1)
@@ -73,10 +73,57 @@ def boxed_answers(text: str) -> list[str]:
                 token = _BOXED_TOKEN.match(text, start)
                 token_end = token.end() if token else start
             if token_end > start:
-                found.append(text[start:token_end])
+                found.append((m.start(), token_end, text[start:token_end]))
         elif start in closes:
-            found.append(text[start + 1 : closes[start]].strip())
+            found.append((m.start(), closes[start] + 1, text[start + 1 : closes[start]].strip()))
     return found
+
+
+def boxed_answers(text: str) -> list[str]:
+    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces) in order of appearance.
+
+    ``\\boxed 2`` (no braces, as in a few MATH solutions) yields its single token. Unbalanced boxes
+    (an output cut off mid-answer) are skipped.
+    """
+    return [content for _, _, content in _boxed_spans(text)]
+
+
+# What may stand between boxes that together give one answer ("\\boxed{2}, \\boxed{3}", "$\\boxed{2}$
+# and $\\boxed{3}$", "x = \\boxed{2} or x = \\boxed{3}"): spaces, punctuation, math delimiters, "and",
+# "or", a variable and "=". Gaps are at most ``MAX_CONNECTIVE_CHARS`` long, so matching is bounded.
+MAX_CONNECTIVE_CHARS = 40
+_CONNECTIVE = re.compile(
+    r"(?:\s|[$,;&]|\\[,;:! ()\[\]]|\\q?quad\b|\\\\|\\(?:text|mathrm|mbox)\s*\{\s*(?:and|or|,)?\s*\}"
+    r"|\b(?:and|or)\b|[a-zA-Z]\s*=)*"
+)
+
+
+def final_boxed(text: str) -> str | None:
+    """The boxed final answer: the last non-empty box, with the boxes right before it that only
+    connectives separate from it (their distinct contents joined by ", "); None without a box.
+
+    A box followed by prose and another box was corrected: only the later one counts
+    ("\\boxed{5}. Wait, correction: \\boxed{6}" is 6). Boxes side by side form one answer
+    ("\\boxed{2} and \\boxed{3}" is "2, 3", which equals the gold "2, 3" or "\\{2, 3\\}", not "3").
+    """
+    parts = final_boxed_parts(text)
+    return ", ".join(parts) if parts else None
+
+
+def final_boxed_parts(text: str) -> list[str]:
+    """The distinct contents of the boxes that form the final answer (see ``final_boxed``), in order."""
+    spans = [span for span in _boxed_spans(text) if span[2]]
+    if not spans:
+        return []
+    run = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        if span[1] > run[-1][0]:
+            break  # nested boxes: the inner one (the later start) is the answer
+        gap = text[span[1] : run[-1][0]]
+        if len(gap) > MAX_CONNECTIVE_CHARS or not _CONNECTIVE.fullmatch(gap):
+            break
+        run.append(span)
+    return list(dict.fromkeys(content for _, _, content in reversed(run)))
 
 
 def last_boxed(text: str) -> str | None:
@@ -85,15 +132,31 @@ def last_boxed(text: str) -> str | None:
     return found[-1] if found else None
 
 
-_ANSWER_IS = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE)
+# "The (final) answer is", "Final answer:", and a line starting "Answer:" (also "**Answer:**").
+_ANSWER_IS = re.compile(
+    r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*:?\s*|^[ \t]*(?:\*\*)?answer\s*:\s*(?:\*\*)?[ \t]*",
+    re.IGNORECASE | re.MULTILINE,
+)
 _SPACES = re.compile(r"\s*")
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
+# The last-number fallback reads a mixed number ("3 1/2"), a fraction ("1/3") or a clock time ("2:30")
+# whole, before a plain number; each alternative is a fixed sequence of runs, so ``findall`` is linear.
+_LAST_NUMBER = re.compile(
+    r"(?<![\d/.])(?:(?P<mixed>(?P<whole>-?\d+) +(?P<num>\d+)/(?P<den>\d+))(?![\d/])"
+    r"|(?P<fraction>-?\d+/\d+)(?![\d/]))"
+    r"|(?P<time>\d{1,2}:\d\d)(?![\d:])"
+    r"|(?P<number>" + _NUMBER + ")"
+)
 # Two English words in a row: the text is a sentence, not a bare answer.
 _PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
+# "The volume of the box is 120": the value follows the sentence's last "is" (or "=").
+_COPULA = re.compile(r"\b(?:is|are|was|were|equals|be)\s+|=\s*")
+_TEXT_COMMAND = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
 
 
 def _answer_after_phrase(text: str) -> str | None:
-    """The answer following the last "The (final) answer is", as ``$...$`` or up to the sentence end."""
+    """The answer following the last "The (final) answer is", as ``$...$`` / ``\\(...\\)`` / ``\\[...\\]``
+    or up to the sentence end."""
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
@@ -102,11 +165,30 @@ def _answer_after_phrase(text: str) -> str | None:
         inner = re.match(r"\$\$?((?:\\.|[^$\\])+)\$", rest, re.DOTALL)
         if inner:
             return inner.group(1).strip()
+    if rest.startswith(("\\(", "\\[")):
+        # "The final answer is \\((-6, 10)\\)": one match attempt, the first closing delimiter.
+        closing = rest.find("\\)" if rest[1] == "(" else "\\]", 2)
+        if closing > 2:
+            return rest[2:closing].strip() or None
     line = rest.split("\n", 1)[0]
     # End at a sentence-ending period (". " or a final "."), not at a decimal point.
     line = re.split(r"\.(?=\s|$)", line, maxsplit=1)[0]
     line = line.strip().strip("$").strip()
-    return line or None
+    return _value_of_sentence(line) or None
+
+
+def _value_of_sentence(line: str) -> str:
+    """``line`` itself, or for a sentence ("The volume of the box is 120") what follows its last
+    "is"/"are"/"was"/"equals"/"=" when that is not prose; a sentence without one stays whole."""
+    if not _PROSE.search(_TEXT_COMMAND.sub("", line)):
+        return line
+    last = None
+    for last in _COPULA.finditer(line):  # noqa: B007 (the last match is wanted)
+        pass
+    if last is None:
+        return line
+    tail = line[last.end() :].strip().strip("$").strip()
+    return tail if tail and not _PROSE.search(_TEXT_COMMAND.sub("", tail)) else line
 
 
 def _strip_math_delimiters(text: str) -> str:
@@ -132,29 +214,39 @@ def _bare_answer(text: str) -> str | None:
 
 
 def extract_answers(text: str, *, last_number_fallback: bool = False) -> list[str]:
-    """Every distinct candidate final answer, by the first rule that finds one.
+    """The candidate final answers, by the first rule that finds one; the graded answer is last.
 
-    Rules, in order: boxed answers (all distinct ones, last last); "The final answer is"/"The
-    answer is"; GSM8K ``#### N``; "A: N"; the whole text if it is a bare answer; the last number
-    (only with ``last_number_fallback``). Empty when nothing is found.
+    Rules, in order: boxed answers (every distinct non-empty box, then the final answer of
+    ``final_boxed`` last); "The final answer is"/"The answer is"; GSM8K ``#### N``; "A: N"; the whole
+    text if it is a bare answer; the last number (only with ``last_number_fallback``). Empty when
+    nothing is found.
     """
-    boxed = boxed_answers(text)
-    if boxed:
-        distinct = list(dict.fromkeys(b for b in boxed if b))
-        # The last boxed answer goes last, whatever order the distinct ones appeared in.
-        if boxed[-1]:
-            distinct.remove(boxed[-1])
-            distinct.append(boxed[-1])
-        return distinct
+    final = final_boxed(text)
+    if final is not None:
+        distinct = [b for b in dict.fromkeys(boxed_answers(text)) if b and b != final]
+        return [*distinct, final]
     for finder in (_answer_after_phrase, _gsm8k_answer, _a_colon_answer, _bare_answer):
         found = finder(text)
         if found:
             return [found]
     if last_number_fallback:
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return [numbers[-1]]
+        last = None
+        for last in _LAST_NUMBER.finditer(text):  # noqa: B007 (the last match is wanted)
+            pass
+        if last is not None:
+            return [_number_text(last)]
     return []
+
+
+def _number_text(m: re.Match) -> str:
+    """The answer a last-number match stands for: ``3 1/2`` as ``3\\frac{1}{2}`` (a mixed number;
+    ``3 5/2`` is read as its fraction ``5/2``), a fraction or a clock time as written."""
+    if m.group("mixed"):
+        num, den = int(m.group("num")), int(m.group("den"))
+        if 0 < num < den:
+            return f"{m.group('whole')}\\frac{{{num}}}{{{den}}}"
+        return f"{num}/{den}"
+    return m.group(0)
 
 
 def _line_after(text: str, pos: int) -> str | None:
@@ -207,7 +299,7 @@ def _a_colon_answer(text: str) -> str | None:
 
 
 def extract_answer(text: str, *, last_number_fallback: bool = False) -> str | None:
-    """The final answer of a model output (the last one when several were boxed), or None."""
+    """The final answer of a model output (``final_boxed`` when it has boxes), or None."""
     found = extract_answers(text, last_number_fallback=last_number_fallback)
     return found[-1] if found else None
 
@@ -231,7 +323,7 @@ def parse_gold(text: str, gold_format: GoldFormat) -> str:
     """The gold answer (still LaTeX, not normalized) from a data set's field.
 
     ``answer``: the field is the answer (``$...$`` and a wrapping ``\\boxed{}`` are removed);
-    ``math_solution``: the last boxed answer of a MATH solution; ``gsm8k``: the text after ``####``,
+    ``math_solution``: the boxed final answer of a MATH solution (``final_boxed``); ``gsm8k``: the text after ``####``,
     which must be a number (thousands commas are allowed). Raises ``InvalidGoldError`` otherwise.
     """
     if gold_format not in GOLD_FORMATS:
@@ -240,11 +332,13 @@ def parse_gold(text: str, gold_format: GoldFormat) -> str:
         raise InvalidGoldError(f"gold is {type(text).__name__}, not a string")
     if gold_format == "answer":
         gold = _strip_math_delimiters(text)
-        boxed = last_boxed(gold)
+        boxed = final_boxed(gold)
+        if boxed is None:
+            boxed = last_boxed(gold)  # "\\boxed{}": an empty gold, reported as invalid below
         if boxed is not None and gold.startswith(("\\boxed", "\\fbox")):
             gold = boxed
     elif gold_format == "math_solution":
-        gold = last_boxed(text) or ""
+        gold = final_boxed(text) or ""
         if not gold:
             raise InvalidGoldError(f"no \\boxed{{}} answer in MATH solution ending {text[-80:]!r}")
     else:

@@ -3,7 +3,8 @@
 Covers: sets and unordered solution lists (a matching, both ways), tuples and intervals (same
 brackets, same order), matrices (and a column vector against a tuple), equations (``x = 5`` against
 ``5``; two general equations are equal when one is a nonzero multiple of the other), inequalities
-(also against intervals: ``x > 3`` is ``(3, \\infty)``), and scalars: text answers, multiple-choice
+(as intervals when they are linear in one variable, ``relations``: ``-x > -1`` is ``x < 1`` is
+``(-\\infty, 1)``), and scalars: text answers, multiple-choice
 letters, base-``b`` numerals, percentages (``20\\%`` is ``20`` and ``0.2``; ``15`` is never
 ``0.15``), degrees, mixed numbers (``2\\frac12``), repeating decimals (``0.\\overline{3}``), exact
 rational numbers (a decimal equals a fraction only when exactly equal), and expressions.
@@ -33,6 +34,7 @@ from restem_pipeline.mathverify.evaluate import (
 )
 from restem_pipeline.mathverify.latex_expr import ExprParseError, Node, parse_expr, symbols_of
 from restem_pipeline.mathverify.normalize import MATH_WORDS, normalize_answer
+from restem_pipeline.mathverify.relations import interval_of
 from restem_pipeline.mathverify.structure import Shape, shape_of
 
 # The longest predicted answer graded (MATH's longest gold answer has 159 characters); a longer
@@ -120,7 +122,7 @@ class Grader:
         if pk == "eq" and _simple_lhs(pred[1]) and gk != "eq":
             return self.equal(pred[2], gold)
         if pk == "ineq" or gk == "ineq":
-            pred, gold = _interval_of(pred) or pred, _interval_of(gold) or gold
+            pred, gold = interval_of(pred) or pred, interval_of(gold) or gold
             pk, gk = pred[0], gold[0]
         if gk == "set" or pk == "set":
             p_items = pred[1] if pk == "set" else (pred,)
@@ -321,42 +323,12 @@ def _rows_of(shape: Shape) -> list[list[Shape]] | None:
     return None
 
 
-def _interval_of(shape: Shape) -> Shape | None:
-    """An inequality on one variable as an interval: ``x ≥ 3`` -> ``[3, \\infty)``."""
-    if shape[0] != "ineq":
-        return None
-    parts, ops = list(shape[1]), list(shape[2])
-    if all(op in (">", "≥") for op in ops):
-        parts, ops = parts[::-1], [{">": "<", "≥": "≤"}[op] for op in ops[::-1]]
-    if not all(op in ("<", "≤") for op in ops) or len(parts) not in (2, 3):
-        return None
-    has_symbols = [_has_symbols(p) for p in parts]
-    if len(parts) == 3 and has_symbols == [False, True, False]:
-        lo, hi, lo_op, hi_op = parts[0], parts[2], ops[0], ops[1]
-    elif len(parts) == 2 and has_symbols == [True, False]:
-        lo, hi, lo_op, hi_op = "-\\infty", parts[1], "<", ops[0]
-    elif len(parts) == 2 and has_symbols == [False, True]:
-        lo, hi, lo_op, hi_op = parts[0], "\\infty", ops[0], "<"
-    else:
-        return None
-    return (
-        "seq",
-        "(" if lo_op == "<" else "[",
-        ")" if hi_op == "<" else "]",
-        (("scalar", lo), ("scalar", hi)),
-    )
-
-
-def _has_symbols(text: str) -> bool:
-    node = _expr_or_error(text)
-    return True if isinstance(node, str) else bool(symbols_of(node))
-
-
 def judge_answers(predictions: list[str], gold: str, grader: Grader) -> tuple[str, str]:
     """(status, reason) for candidate answers against a gold answer.
 
-    Every candidate (the distinct boxed answers of one output) must equal the gold: several
-    different final answers are not a correct answer. ``status`` is ``correct``, ``incorrect``,
+    Every candidate must equal the gold: ``api`` passes the final answer, or the boxes side by side
+    that form it when they are alternatives for a one-item gold (two different answers there are
+    not a correct answer). ``status`` is ``correct``, ``incorrect``,
     ``unparseable_prediction`` (also for a candidate over ``predicted_chars_limit``, which is never
     normalized), or ``undecided`` (only from a grader without a symbolic backend).
     """

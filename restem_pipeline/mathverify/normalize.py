@@ -5,9 +5,11 @@ Covers: math delimiters and a wrapping ``\\boxed{}``; ``\\dfrac``/``\\tfrac``/``
 the Minerva bug); spacing (``\\!``, ``\\,``, ``~``, ``\\quad``); ``\\$``; ``\\%`` (kept as ``%``);
 degree marks (``^\\circ``, ``^{\\circ}``, ``°`` kept as ``°``); ``\\text{...}`` and friends (units
 after a value are dropped, a whole-text answer is unwrapped); thousands separators (``1,\\!000``,
-``{,}`` and a whole answer like ``1,000``); relation symbols (``\\le``, ``\\geq``, ...);
+``{,}`` and a whole answer like ``1,000``, never ``32, 349``); braces grouping the whole answer
+(``{1, 3}`` is ``1, 3``); relation symbols (``\\le``, ``\\geq``, ...);
 ``\\infty`` spellings; ``x \\in ...``; unicode minus, times, pi, sqrt; a trailing period; markdown bold
-around the whole answer; a whole answer in number words (``three``, ``1.45 million``: ``number_words``).
+around the whole answer; a whole answer in number words (``three``, ``1.45 million``: ``number_words``),
+also before unit words (``three apples``; never ``two thirds`` or ``three dozen``).
 
 Does not cover: structure (lists, intervals, equations: ``structure``), numbers with special forms
 (mixed numbers, repeating decimals: ``grading``), or any arithmetic. Rules follow the MATH answer
@@ -62,7 +64,10 @@ _TEXT_UNIT_TAIL = re.compile(
 SHORT_UNITS = {
     "cm", "mm", "km", "in", "ft", "yd", "mi", "kg", "mg", "lb", "lbs", "oz", "hr", "ml", "mph", "sq",
 }  # fmt: skip
-_WHOLE_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# A whole answer like "1,000" or "- 12,345.5": no space after a comma ("32, 349" is a list of two).
+_WHOLE_THOUSANDS = re.compile(r"-?\s*\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# Braces around the whole answer group it ("${1, 3}$" shows "1, 3"); ``\\{...\\}`` is a set, not this.
+_GROUP = re.compile(r"\{([^{}]*)\}")
 
 
 def _unwrap_text(text: str) -> str:
@@ -179,6 +184,43 @@ def number_words(text: str) -> str | None:
     return str(total)
 
 
+# Words after a number that change its value, so "two thirds" or "three dozen" is never 2 or 3.
+_VALUE_WORDS = {
+    "half", "halves", "third", "thirds", "quarter", "quarters", "fourth", "fourths", "fifth", "fifths",
+    "sixth", "sixths", "seventh", "sevenths", "eighth", "eighths", "ninth", "ninths", "tenth", "tenths",
+    "hundredth", "hundredths", "thousandth", "thousandths", "millionth", "millionths", "percent",
+    "percentage", "dozen", "dozens", "score", "gross", "squared", "cubed", "hundreds", "thousands",
+    "millions", "billions", "point", "over", "plus", "minus", "times", "divided",
+}  # fmt: skip
+MAX_NUMBER_WORDS = 24
+
+
+def leading_number_words(text: str) -> str | None:
+    """Digits for number words before unit words: "three apples" -> "3". The unit words have 3+
+    letters or are known short units, and none is a number word, a math word or a word that changes
+    the value ("two thirds", "three dozen"); None for anything else."""
+    words = text.split()
+    if len(words) < 2 or len(words) > MAX_NUMBER_WORDS:
+        return None
+    for k in range(len(words) - 1, 0, -1):
+        tail = [w.lower().rstrip(".") for w in words[k:]]
+        if not all(
+            w.isalpha()
+            and (len(w) >= 3 or w in SHORT_UNITS)
+            and w not in MATH_WORDS
+            and w not in _VALUE_WORDS
+            and number_words(w) is None
+            and w not in _SCALES
+            and w not in ("and", "hundred")
+            for w in tail
+        ):
+            return None
+        value = number_words(" ".join(words[:k]))
+        if value is not None:
+            return value
+    return None
+
+
 def normalize_answer(answer: str) -> str:
     """The canonical string form of an extracted answer (see the module docstring)."""
     s = answer.strip()
@@ -191,7 +233,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # TeX's \frac12 = \frac{1}{2} (one-digit arguments)
     s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
-    s = s.replace("{,}", "")
+    s = re.sub(r"\{ ?, ?\}", "", s)  # 14{,}916 (also "14 {, }916")
     s = re.sub(r"(\d),\\!\s*(?=\d{3})", r"\1", s)  # 362,\!880
     s = _SIZING.sub("", s)
     s = re.sub(r"\\mathbb\s*\{?R\}?", r"(-\\infty,\\infty)", s)
@@ -210,8 +252,10 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\s+", " ", s).strip()
     s = s.rstrip(".").strip()
     s = number_words(s) or s  # "three" -> 3, "1.45 million" -> 1450000 (before units: "million" is no unit)
+    s = leading_number_words(s) or s  # "three apples" -> 3, "1.45 million dollars" -> 1450000
     s = strip_units(s)
-    s = number_words(s) or s  # "three apples" -> "three" -> 3
-    if _WHOLE_THOUSANDS.fullmatch(s.replace(" ", "")):
+    if group := _GROUP.fullmatch(s):
+        s = group.group(1).strip()
+    if _WHOLE_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

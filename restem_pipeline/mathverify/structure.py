@@ -1,9 +1,12 @@
 """Split a normalized answer into its shape: set, tuple/interval, matrix, equation, inequality, scalar.
 
-Covers: unordered lists (top-level ``,`` or ``;``, ``\\{...\\}``, ``\\cup`` unions, ``a \\pm b``),
+Covers: unordered lists (top-level ``,`` or ``;``, ``\\{...\\}``, ``\\cup`` unions, ``a \\pm b``; a
+``\\pm`` item of a list or set stands for its two values, so ``\\{\\pm 2\\}`` is ``\\{-2, 2\\}``),
 bracketed sequences with their exact bracket kinds (``(3,4]`` is not ``[3,4]``; ``\\langle\\rangle``
-counts as parentheses), ``pmatrix``/``bmatrix``/``matrix`` environments, equations ``lhs = rhs`` and
-chains of inequalities (``<``, ``>``, ``≤``, ``≥``; ``≠`` is kept as an opaque scalar).
+counts as parentheses), ``pmatrix``/``bmatrix``/``matrix`` environments, a scalar times one matrix
+(``2\\begin{pmatrix}1\\\\2\\end{pmatrix}``, ``-\\frac12 \\cdot \\begin{bmatrix}...``: each entry
+becomes ``(k)(entry)``), equations ``lhs = rhs`` and chains of inequalities (``<``, ``>``, ``≤``,
+``≥``; ``≠`` is kept as an opaque scalar).
 
 Does not cover: what a scalar means (``grading`` parses and compares scalars) or any normalization
 (``normalize`` runs first). Shapes are plain tuples so they can be cached and compared cheaply:
@@ -14,6 +17,8 @@ Does not cover: what a scalar means (``grading`` parses and compares scalars) or
 from __future__ import annotations
 
 import re
+
+from restem_pipeline.mathverify.latex_expr import ExprParseError, parse_expr
 
 Shape = tuple
 
@@ -68,7 +73,7 @@ def outer_brackets(text: str) -> tuple[str, str, str] | None:
         opener, closer, inner = "{", "}", text[2:-2]
     elif text.startswith("\\langle") and text.endswith("\\rangle"):
         opener, closer, inner = "(", ")", text[7:-7]
-    elif text[:1] in "([" and text[-1:] in ")]":
+    elif len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
         opener, closer, inner = text[0], text[-1], text[1:-1]
     else:
         return None
@@ -81,25 +86,74 @@ def outer_brackets(text: str) -> tuple[str, str, str] | None:
     return (opener, closer, inner.strip()) if depth == 0 else None
 
 
+def _set_items(parts: list[str]) -> tuple[Shape, ...]:
+    """Items of a list or set; an item with one ``\\pm`` gives its two values (``\\pm 2`` is
+    ``2, -2`` and ``x = 1 \\pm \\sqrt{5}`` is ``x = 1 + \\sqrt{5}, x = 1 - \\sqrt{5}``)."""
+    items: list[Shape] = []
+    for part in parts:
+        shape = shape_of(part)
+        if ("\\pm" not in part and "\\mp" not in part) or outer_brackets(part.strip()) is not None:
+            items.append(shape)
+        elif shape[0] == "set":
+            items.extend(shape[1])
+        elif shape[0] == "eq" and shape[2][0] == "set":
+            items.extend(("eq", shape[1], value) for value in shape[2][1])
+        else:
+            items.append(shape)
+    return tuple(items)
+
+
+# What may multiply a matrix: a short expression with no list, relation or environment in it.
+_SCALAR_FACTOR = re.compile(r"[^&=<>,;]{1,60}")
+
+
+def _matrix_shape(s: str) -> Shape | None:
+    """A matrix environment (also inside one pair of brackets), or a scalar times one (each entry
+    multiplied); None for anything else."""
+    if s and s[0] in "([" and s[-1] in ")]" and s[1:].lstrip().startswith("\\begin{") and s[:-1].rstrip().endswith("}"):
+        s = s[1:-1].strip()  # "\\left[\\begin{array}...\\end{array}\\right]" after normalization
+    begin = s.find("\\begin{")
+    if begin < 0 or (begin > 0 and s.find("\\begin{", begin + 1) >= 0):
+        return None
+    m = _MATRIX.match(s[begin:])
+    if not m:
+        return None
+    rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
+    cells = tuple(tuple(shape_of(c) for c in r.split("&")) for r in rows)
+    factor = s[:begin].rstrip()
+    for times in ("\\cdot", "\\times", "*"):
+        factor = factor.removesuffix(times)
+    factor = factor.strip()
+    if not factor:
+        return ("matrix", cells)
+    factor = {"-": "-1", "+": "1"}.get(factor, factor)
+    if not _SCALAR_FACTOR.fullmatch(factor) or any(c[0] != "scalar" for row in cells for c in row):
+        return None
+    try:
+        parse_expr(factor)
+    except (ExprParseError, ValueError, RecursionError):
+        return None
+    return ("matrix", tuple(tuple(("scalar", f"({factor})({c[1]})") for c in row) for row in cells))
+
+
 def shape_of(text: str) -> Shape:
     """The shape tree of a normalized answer."""
     s = text.strip()
     if s in ("∅", "\\{\\}", "{}"):
         return ("set", ())
-    m = _MATRIX.match(s)
-    if m:
-        rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
-        return ("matrix", tuple(tuple(shape_of(c) for c in r.split("&")) for r in rows))
+    matrix = _matrix_shape(s)
+    if matrix is not None:
+        return matrix
     for seps in (("\\cup",), (";",), (",",)):
         parts, _ = split_top(s, seps)
         if len(parts) > 1 and all(p.strip() for p in parts):
-            return ("set", tuple(shape_of(p) for p in parts))
+            return ("set", _set_items(parts))
     outer = outer_brackets(s)
     if outer is not None:
         opener, closer, inner = outer
         parts, _ = split_top(inner, (",",))
         if opener == "{" and closer == "}":
-            return ("set", tuple(shape_of(p) for p in parts if p.strip()))
+            return ("set", _set_items([p for p in parts if p.strip()]))
         if len(parts) > 1:
             return ("seq", opener, closer, tuple(shape_of(p) for p in parts))
     parts, ops = split_top(s, _RELATION_OPS)
