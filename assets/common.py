@@ -10,8 +10,10 @@ from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline import named_models
 from restem_pipeline.modeling import load_tokenizer
 from restem_pipeline.prompts import Prompter, resolve_style
-from restem_pipeline.stages import fine_tune, problems_from_frame
+from restem_pipeline.stages import fine_tune, problems_from_frame, training_pairs
 from restem_pipeline.storage import DataRoot
+from restem_pipeline.train_worker import MStepJob, run_job
+from restem_pipeline.training import TrainStats, held_out_mask, tokenize_pairs
 
 
 def progress_logger(context: dg.AssetExecutionContext, label: str, every: float = 0.1) -> Callable[..., None]:
@@ -72,6 +74,48 @@ def md_table(df: pl.DataFrame, float_fmt: str = "{:.3f}") -> str:
     return "\n".join(lines)
 
 
+def _fine_tune_job(
+    context: dg.AssetExecutionContext,
+    trainer: TrainerResource,
+    problems,
+    rows: pl.DataFrame,
+    init: str,
+    out,
+    cfg,
+    prompter: Prompter,
+    progress: Callable[..., None],
+    on_validation: Callable[[int, float], None],
+) -> TrainStats:
+    """``stages.fine_tune`` as a ``train_worker`` job: DDP/FSDP under torchrun, or resumable in-process.
+
+    The rows are split and tokenized here exactly as ``fine_tune`` does (held-out problems, BOS only
+    for text prompts); the job's ranks get token ids, so they need neither polars nor the prompts.
+    """
+    tokenizer = load_tokenizer(init)
+    held = pl.Series(
+        held_out_mask(rows["problem_id"].to_list(), trainer.validation_fraction, cfg.seed), dtype=pl.Boolean
+    )
+    add_bos = prompter.style == "text"
+
+    def tokenized(part: pl.DataFrame):
+        prompts, targets = training_pairs(problems, part, "completion", prompter)
+        return tokenize_pairs(tokenizer, prompts, targets, cfg.max_length, add_bos)
+
+    val_rows = rows.filter(held)
+    job = MStepJob(
+        init_from=init,
+        out_dir=str(out),
+        config=cfg,
+        examples=tokenized(rows.filter(~held)),
+        validation=tokenized(val_rows) if len(val_rows) else None,
+        strategy=trainer.strategy,
+        processes=trainer.processes,
+        device=trainer.device,
+        checkpoint_every_steps=trainer.checkpoint_every_steps,
+    )
+    return run_job(job, context.log.info, progress, on_validation)
+
+
 def fine_tune_result(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -87,7 +131,10 @@ def fine_tune_result(
     """Fine-tune ``init_from`` (default: the base model) on ``rows`` into ``models/<set>/<stage>``; report it.
 
     ``init_mode`` says what ``init_from`` is: ``base`` (ReST-EM, SFT) or ``previous`` (ReST: the
-    previous iteration's checkpoint). Both are recorded in the metadata.
+    previous iteration's checkpoint). Both are recorded in the metadata. With ``trainer.strategy``
+    ``ddp``/``fsdp`` the training runs under torchrun (a subprocess whose output is logged here, its
+    progress through the same logger); with ``checkpoint_every_steps`` it saves a train state and
+    resumes one a killed run left.
     """
     name = context.partition_key
     init = init_from or base_model_path(storage, experiment, name)
@@ -97,18 +144,24 @@ def fine_tune_result(
     def log_validation(step: int, loss: float) -> None:
         context.log.info(f"fine-tuning {stage}: validation loss {loss:.4f} at step {step}")
 
-    stats = fine_tune(
-        init,
-        load_problems(storage, name),
-        rows,
-        out,
-        trainer.train_config(seed, epochs),
-        run_prompter(storage, experiment, name),
-        progress_logger(context, f"fine-tuning {stage}"),
-        trainer.device,
-        validation_fraction=trainer.validation_fraction,
-        on_validation=log_validation,
-    )
+    cfg = trainer.train_config(seed, epochs)
+    problems, prompter = load_problems(storage, name), run_prompter(storage, experiment, name)
+    progress = progress_logger(context, f"fine-tuning {stage}")
+    if trainer.uses_worker:
+        stats = _fine_tune_job(context, trainer, problems, rows, init, out, cfg, prompter, progress, log_validation)
+    else:
+        stats = fine_tune(
+            init,
+            problems,
+            rows,
+            out,
+            cfg,
+            prompter,
+            progress,
+            trainer.device,
+            validation_fraction=trainer.validation_fraction,
+            on_validation=log_validation,
+        )
     validation = {}
     if stats.val_loss_history:
         validation = {
@@ -127,6 +180,9 @@ def fine_tune_result(
             "dtype": stats.dtype,
             "packing": stats.packing,
             "oom_splits": stats.oom_splits,
+            "strategy": stats.strategy,
+            "processes": stats.processes,
+            "resumed_from_step": stats.resumed_from_step,
             "first_loss": stats.first_loss,
             "final_loss": stats.final_loss,
             **validation,

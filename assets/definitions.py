@@ -3,14 +3,20 @@
 ``RESTEM_ITERATIONS`` (default 3) sets how many EM iterations the graph unrolls; it is read when
 Dagster loads the definitions, not at import; so is ``RESTEM_INIT_FROM`` (``base``, the default: every
 M-step fine-tunes the base model, ReST-EM; ``previous``: iteration t fine-tunes checkpoint t-1, ReST),
-which changes the checkpoints' dependencies in the graph. The ``distillation`` group (assets/distill.py) is in the
+which changes the checkpoints' dependencies in the graph. ``RESTEM_SETTINGS`` names a YAML file of
+resource settings (``experiment:``, ``trainer:``...) that replace the defaults, for a deployment whose
+code location and runs must agree (deploy/docker passes it to both). The ``distillation`` group
+(assets/distill.py) is in the
 UI's definitions (``defs``) but opt-in elsewhere (``distill=True``; ``restem demo --distill``): its
 teacher is a bigger model to pretrain, and tests and the demo run every asset they are given.
 """
 
 import os
+from pathlib import Path
 
 import dagster as dg
+import pydantic
+import yaml
 from dagster_duckdb import DuckDBResource
 
 from assets.automation import build_automation
@@ -46,8 +52,50 @@ def init_from_env() -> str:
     return raw
 
 
+SETTINGS_ENV = "RESTEM_SETTINGS"
+SETTABLE = {
+    "storage": StorageResource,
+    "experiment": ExperimentResource,
+    "sampler": SamplerResource,
+    "trainer": TrainerResource,
+    "checks": ChecksResource,
+    "distill": DistillResource,
+}
+
+
+def settings_from_file(path: str | Path) -> dict:
+    """Resources from a YAML file of ``{resource: {field: value}}`` (e.g. ``experiment: {samples_per_problem:
+    4}``); an unknown resource or field, or a bad value, raises ``ValueError`` naming the file and field,
+    and nothing is built half-way."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read the settings: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of resource name to settings, got {type(raw).__name__}")
+    out = {}
+    for name, fields in raw.items():
+        if name not in SETTABLE:
+            raise ValueError(f"{path}: unknown resource {name!r} (known: {', '.join(SETTABLE)})")
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: {name}: expected a mapping of field to value, got {type(fields).__name__}")
+        cls = SETTABLE[name]
+        unknown = sorted(set(fields) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(f"{path}: {name}.{unknown[0]}: no such field of {cls.__name__}")
+        try:
+            out[name] = cls(**fields)
+        except pydantic.ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "?"
+            raise ValueError(f"{path}: {name}.{where}: {err['msg']}") from None
+    return out
+
+
 def default_resources() -> dict:
-    return {
+    """Every resource with its defaults, overridden by the file ``$RESTEM_SETTINGS`` names (if set)."""
+    resources = {
         "storage": StorageResource(),
         "experiment": ExperimentResource(),
         "sampler": SamplerResource(),
@@ -56,6 +104,9 @@ def default_resources() -> dict:
         "distill": DistillResource(),
         "duckdb": DuckDBResource(database=":memory:"),
     }
+    if os.environ.get(SETTINGS_ENV):
+        resources.update(settings_from_file(os.environ[SETTINGS_ENV]))
+    return resources
 
 
 def all_assets(iterations: int, distill: bool = False, init_from: str | None = None) -> list:

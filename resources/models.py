@@ -111,12 +111,20 @@ class TrainerResource(dg.ConfigurableResource):
 
     ``finetune='lora'`` trains LoRA adapters (``peft``, an optional dependency) instead of every weight
     and merges them into the weights before saving, so the checkpoint is a plain model either way.
+
+    ``strategy='ddp'`` / ``'fsdp'`` trains on ``processes`` ranks (DDP, or FSDP2 ``fully_shard``) started
+    with ``torchrun`` as a subprocess of the asset (gloo on CPU, NCCL on CUDA, one GPU per rank); a step
+    then takes ``batch_size`` examples on each rank. ``checkpoint_every_steps`` saves a resumable train
+    state beside the checkpoint, which a re-run of the asset continues from (``restem_pipeline.train_state``).
+    Mixed precision is ``dtype`` (bf16 autocast, fp32 master weights), the same for every strategy.
     """
 
     device: str = "cpu"
     epochs: float = 3.0
     max_steps: int = Field(default=0, description="0 means: run `epochs` epochs")
-    batch_size: int = Field(default=32, description="examples per optimizer step")
+    batch_size: int = Field(
+        default=32, description="examples per optimizer step and process (global batch: batch_size x processes)"
+    )
     learning_rate: float = Field(default=2e-4, description="peak; linear warm-up, then `lr_schedule`")
     warmup_ratio: float = 0.1
     lr_schedule: Literal["cosine", "linear", "constant"] = Field(
@@ -148,15 +156,30 @@ class TrainerResource(dg.ConfigurableResource):
         description="lora: linear layers to adapt, by the last component of their name (default: attention "
         "and MLP projections)",
     )
+    strategy: Literal["single", "ddp", "fsdp"] = Field(
+        default="single",
+        description="single: one process, in the asset's; ddp / fsdp: `processes` ranks under torchrun (a subprocess)",
+    )
+    processes: int = Field(
+        default=1, description="training processes (ranks; on CUDA one GPU each); > 1 needs ddp/fsdp"
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="recompute each layer's activations in backward: less memory, more compute"
+    )
+    checkpoint_every_steps: int = Field(
+        default=0, description="save a resumable train state every N optimizer steps (0: never); a re-run resumes"
+    )
 
-    @field_validator("batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length", "lora_rank")
+    @field_validator(
+        "batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length", "lora_rank", "processes"
+    )
     @classmethod
     def _trainer_positive(cls, v: int, info) -> int:
         if v < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
-    @field_validator("max_steps", "eval_every")
+    @field_validator("max_steps", "eval_every", "checkpoint_every_steps")
     @classmethod
     def _trainer_non_negative(cls, v: int, info) -> int:
         if v < 0:
@@ -195,7 +218,16 @@ class TrainerResource(dg.ConfigurableResource):
                 f"max_tokens_per_micro_batch ({self.max_tokens_per_micro_batch}) must be >= max_length "
                 f"({self.max_length})"
             )
+        if self.strategy == "single" and self.processes > 1:
+            raise ValueError(f"processes={self.processes} needs strategy 'ddp' or 'fsdp' ('single' is one process)")
+        if self.finetune == "lora" and self.strategy != "single":
+            raise ValueError(f"finetune='lora' runs with strategy='single', not {self.strategy!r}")
         return self
+
+    @property
+    def uses_worker(self) -> bool:
+        """Whether the M-step runs as a ``train_worker`` job (torchrun, or in-process with a train state)."""
+        return self.strategy != "single" or self.checkpoint_every_steps > 0
 
     def train_config(self, seed: int, epochs: float | None = None) -> TrainConfig:
         return TrainConfig(
@@ -217,4 +249,5 @@ class TrainerResource(dg.ConfigurableResource):
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             lora_targets=tuple(self.lora_targets),
+            gradient_checkpointing=self.gradient_checkpointing,
         )

@@ -6,6 +6,8 @@ attention mask, transformers builds a block-diagonal causal mask (sdpa, eager, f
 uses the same ids for varlen), so no token attends to another example. Targets are shifted per example
 (position j predicts token j + 1 of the *same* example), so no label crosses an example boundary and
 prompt tokens are never predicted. Micro-batches are planned against a token budget (rows x width).
+``rank_shards`` cuts one global batch into disjoint, token-balanced shards for the ranks of a
+data-parallel step.
 Not covered: the training loop (``training``), streaming data sets, truncation other than a hard cut.
 """
 
@@ -217,3 +219,19 @@ def split_evenly(indices: list[int], parts: int) -> list[list[int]]:
             out.append(indices[start:end])
         start = end
     return out
+
+
+def rank_shards(examples: list[Example], batch: list[int], world: int) -> list[list[int]]:
+    """``batch`` cut into ``world`` disjoint shards of nearly equal token counts, the same on every rank.
+
+    Longest example first, each to the shard with the fewest tokens so far (ties: the lower rank), so
+    ranks do about the same work; a shard keeps the batch's order. A shard may be empty when the batch
+    has fewer examples than ranks (the last batch of an epoch).
+    """
+    heap = [(0, r) for r in range(world)]
+    owner: dict[int, int] = {}
+    for i in sorted(batch, key=lambda i: (-len(examples[i][0]), i)):
+        load, r = heapq.heappop(heap)
+        owner[i] = r
+        heapq.heappush(heap, (load + len(examples[i][0]), r))
+    return [[i for i in batch if owner[i] == r] for r in range(world)]

@@ -6,13 +6,22 @@ step's real target tokens. A micro-batch that runs out of memory (``torch.OutOfM
 RuntimeError saying so) is split in two and retried; after an OOM in backward the step is redone from
 its first micro-batch, because some gradients may already hold part of the failed pass. The budget
 stays lowered for later steps; a single example that does not fit raises an error naming the settings.
+
+In a multi-process run (``StepSync``, from ``distributed``) every rank runs the same number of
+micro-batches, so that the collectives of DDP (one gradient all-reduce, on the last backward) and
+FSDP2 (an all-gather per forward) pair up: a rank with fewer pads its step with micro-batches whose
+loss is multiplied by 0. The loss is divided by a normaliser the caller gives (the global batch's
+target tokens / world size, since DDP and FSDP average gradients over ranks).
 Not covered: the optimizer, the schedule and the epoch loop (``training``); recovering from the Linux
-OOM killer, which ends the process before any exception is raised.
+OOM killer, which ends the process before any exception is raised; OOM splitting in a multi-process
+run (a split on one rank would unpair the collectives: the error is raised).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 
@@ -91,6 +100,20 @@ class StepLayout:
     dtype: str
 
 
+@dataclass(frozen=True)
+class StepSync:
+    """How the ranks of a multi-process step agree (built by ``distributed``).
+
+    ``agree(n)`` returns the largest micro-batch count of all ranks; ``no_sync(last)`` is the context
+    for one micro-batch's forward and backward (DDP: no gradient all-reduce unless ``last``);
+    ``filler`` is an example index every rank holds, for a rank whose shard of a step is empty.
+    """
+
+    agree: Callable[[int], int]
+    no_sync: Callable[[bool], AbstractContextManager]
+    filler: int
+
+
 class StepRunner:
     """Runs one optimizer step's forward/backward passes: micro-batch planning, OOM splitting.
 
@@ -99,8 +122,17 @@ class StepRunner:
     row length squared).
     """
 
-    def __init__(self, model, examples: list[Example], layout: StepLayout, pad_id: int, varlen: bool = False):
+    def __init__(
+        self,
+        model,
+        examples: list[Example],
+        layout: StepLayout,
+        pad_id: int,
+        varlen: bool = False,
+        sync: StepSync | None = None,
+    ):
         self.model, self.examples, self.layout, self.pad_id, self.varlen = model, examples, layout, pad_id, varlen
+        self.sync = sync
         self.device = next(model.parameters()).device
         self.amp = autocast_dtype(layout.dtype, self.device)
         self.budget = layout.max_tokens_per_micro_batch
@@ -135,39 +167,49 @@ class StepRunner:
             torch.cuda.empty_cache()
         return parts
 
-    def step(self, indices: list[int], totals: dict[str, int]) -> float:
-        """Accumulate gradients for the examples ``indices``; return the step's mean loss."""
-        plan = self.plan(indices)
-        n_targets = sum(target_count(self.examples[i]) for i in indices)
+    def step(self, indices: list[int], totals: dict[str, int], normaliser: float | None = None) -> float:
+        """Accumulate gradients for the examples ``indices``; return their loss sum / ``normaliser``.
+
+        ``normaliser`` defaults to the examples' target tokens (the step's mean loss per token).
+        """
+        plan = self.plan(indices) if indices else []
+        n_targets = normaliser or sum(target_count(self.examples[i]) for i in indices)
+        real = len(plan)  # micro-batches after ``real`` are a multi-process step's padding
+        if self.sync is not None:
+            plan += [[[indices[0] if indices else self.sync.filler]]] * (self.sync.agree(real) - real)
         i = 0
         loss_total = 0.0
         counts = {"tokens": 0, "computed_tokens": 0, "micro_batches": 0}
         while i < len(plan):
             mb = micro_batch(self.examples, plan[i], self.pad_id, self.layout.packing, self.pad_to).to(self.device)
-            try:
-                loss = self.loss_sum(mb)
-            except RuntimeError as err:  # torch.OutOfMemoryError is one
-                if not is_oom(err):
-                    raise
-                plan[i : i + 1] = self._split_or_raise(plan[i], err)
-                self.budget = max(1, min(self.budget, mb.cells // 2))
-                continue
-            try:
-                (loss / n_targets).backward()
-            except RuntimeError as err:  # torch.OutOfMemoryError is one
-                if not is_oom(err):
-                    raise
-                del loss
-                plan[i : i + 1] = self._split_or_raise(plan[i], err)
-                self.budget = max(1, min(self.budget, mb.cells // 2))
-                self.model.zero_grad(set_to_none=True)  # gradients may be half-accumulated: redo the step
-                i, loss_total = 0, 0.0
-                counts = dict.fromkeys(counts, 0)
-                continue
-            loss_total += float(loss.detach())
-            counts["tokens"] += mb.real_tokens
-            counts["computed_tokens"] += mb.cells
-            counts["micro_batches"] += 1
+            with self.sync.no_sync(i == len(plan) - 1) if self.sync is not None else nullcontext():
+                try:
+                    loss = self.loss_sum(mb)
+                except RuntimeError as err:  # torch.OutOfMemoryError is one
+                    if not is_oom(err) or self.sync is not None:
+                        raise
+                    plan[i : i + 1] = self._split_or_raise(plan[i], err)
+                    real += 1
+                    self.budget = max(1, min(self.budget, mb.cells // 2))
+                    continue
+                try:
+                    (loss / n_targets if i < real else loss * 0.0).backward()
+                except RuntimeError as err:  # torch.OutOfMemoryError is one
+                    if not is_oom(err) or self.sync is not None:
+                        raise
+                    del loss
+                    plan[i : i + 1] = self._split_or_raise(plan[i], err)
+                    real += 1
+                    self.budget = max(1, min(self.budget, mb.cells // 2))
+                    self.model.zero_grad(set_to_none=True)  # gradients may be half-accumulated: redo the step
+                    i, loss_total = 0, 0.0
+                    counts = dict.fromkeys(counts, 0)
+                    continue
+            if i < real:
+                loss_total += float(loss.detach())
+                counts["tokens"] += mb.real_tokens
+                counts["computed_tokens"] += mb.cells
+                counts["micro_batches"] += 1
             i += 1
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v

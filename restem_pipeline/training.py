@@ -23,17 +23,24 @@ their completion tokens, however the step is cut up:
   are in the optimizer. ``TrainStats`` records the mode and the trainable-parameter count.
 - AdamW, warm-up then ``cosine``/``linear`` decay to 10% of the peak or ``constant``; gradient clipping;
   fixed seed; optional validation loss every ``eval_every`` steps and at the end.
+- **gradient_checkpointing**: activations of each decoder layer are recomputed in backward
+  (transformers' non-reentrant checkpointing): less memory, about a third more compute, same numbers.
+- **several processes** (``parallel``, from ``distributed``): DDP or FSDP2; one step's *global* batch
+  is ``batch_size`` x processes examples, drawn in the same order as one process with that batch size
+  would draw them; each rank trains on its shard, the loss is normalised by the global batch's
+  target tokens and reported as the global mean.
+- **resumable** (``state``, a ``train_state.TrainState``): model, optimizer, RNGs, data position and
+  statistics saved every ``checkpoint_every_steps``; a compatible state is resumed from.
 
 Throughput (``TrainStats.tokens_per_s``) counts *real input tokens*: every non-padding token fed to the
 model, prompt tokens included (they cost compute), padding excluded; validation time is not counted.
-Not covered: multi-GPU, resumable training, chunked cross-entropy for very large vocabularies.
+Not covered: several nodes, chunked cross-entropy for very large vocabularies.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,15 +54,15 @@ from restem_pipeline.batching import (
     IGNORE_INDEX,
     Example,
     collate,
-    length_grouped_batches,
     micro_batch,
-    shuffled_batches,
     target_count,
     tokenize_pairs,
 )
+from restem_pipeline.distributed import Parallel
 from restem_pipeline.lora import DEFAULT_LORA_TARGETS, MISSING_PEFT, PeftNotInstalled, lora_adapters, peft_available
 from restem_pipeline.micro_steps import StepLayout, StepRunner
 from restem_pipeline.packed_attention import packed_attention
+from restem_pipeline.train_state import TrainState
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -99,6 +106,7 @@ class TrainConfig:
     lora_alpha: float = 32.0  # the adapter's update is scaled by lora_alpha / lora_rank
     lora_dropout: float = 0.0  # dropout on the adapters' input
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # linear layers (last name component) to adapt
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -168,6 +176,10 @@ class TrainStats:
     finetune: str = "full"  # full | lora (adapters merged into the weights after training)
     trainable_parameters: int = 0  # parameters the optimizer updated (lora: the adapters')
     skipped_examples: int = 0  # no completion token left after truncation
+    strategy: str = "single"  # single | ddp | fsdp
+    processes: int = 1
+    resumed_from_step: int = 0  # 0: started from scratch
+    peak_memory_mb: float = 0.0  # CUDA: peak allocated, max over ranks; CPU: the process's peak RSS, max over ranks
     loss_history: list[float] = field(default_factory=list)
     val_loss_history: list[tuple[int, float]] = field(default_factory=list)
 
@@ -243,6 +255,19 @@ def evaluate_loss(model, examples: list[Example], cfg: TrainConfig, pad_id: int)
     return total / n
 
 
+def _checkpointing(model, on: bool) -> None:
+    """Activation (gradient) checkpointing of every decoder layer, non-reentrant; transformers 5 or 4 names."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def train_causal_lm(
     model,
     tokenizer,
@@ -251,11 +276,16 @@ def train_causal_lm(
     progress: Callable[[int, int, float], None] | None = None,
     validation: list[Example] | None = None,
     on_validation: Callable[[int, float], None] | None = None,
+    parallel: Parallel | None = None,
+    state: TrainState | None = None,
 ) -> TrainStats:
     """Train ``model`` in place; ``progress(step, total_steps, loss)`` is called every step.
 
     With ``validation`` examples, their loss is computed every ``cfg.eval_every`` steps and after the
     last step, recorded in ``val_loss_history`` as (step, loss) and passed to ``on_validation``.
+    ``parallel``: this process's rank of a DDP/FSDP run (``distributed``; default one process); under
+    FSDP ``model`` is left sharded (``parallel.model_state`` gathers it). ``state``: the train state
+    to save periodically and resume from.
     """
     if not examples:
         raise ValueError("no training examples: the training set is empty")
@@ -273,94 +303,22 @@ def train_causal_lm(
         if cfg.finetune == "lora"
         else nullcontext()
     )
+    par = parallel or Parallel(next(model.parameters()).device)
+    if cfg.finetune == "lora" and par.strategy != "single":
+        raise ValueError("finetune='lora' runs in one process (strategy='single'); DDP/FSDP train every weight")
+    if cfg.gradient_checkpointing:
+        _checkpointing(model, True)
     torch.manual_seed(cfg.seed)  # lora: the adapters' initialisation is seeded too
-    with adapters:  # lora: adapters added here, merged into the weights on leaving
-        stats = _train(model, tokenizer, examples, usable, cfg, progress, validation, on_validation)
+    try:
+        with adapters:  # lora: adapters added here, merged into the weights on leaving
+            from restem_pipeline.train_loop import OptimizerLoop  # it imports this module
+
+            loop = OptimizerLoop(model, tokenizer, examples, usable, cfg, par, state)
+            stats = loop.run(progress, validation, on_validation)
+    finally:
+        if cfg.gradient_checkpointing:
+            _checkpointing(model, False)
     model.eval()
-    return stats
-
-
-def _train(
-    model,
-    tokenizer,
-    examples: list[Example],
-    usable: list[int],
-    cfg: TrainConfig,
-    progress: Callable[[int, int, float], None] | None,
-    validation: list[Example] | None,
-    on_validation: Callable[[int, float], None] | None,
-) -> TrainStats:
-    """The optimizer loop over the parameters that require grad (all of them, or the LoRA adapters)."""
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(usable) / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = max(1, int(cfg.warmup_ratio * total))
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-        betas=(0.9, 0.95),
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    lengths = [len(examples[i][0]) for i in usable]
-
-    def epoch_batches() -> list[list[int]]:
-        if cfg.packing:
-            order = shuffled_batches(len(usable), cfg.batch_size, rng)
-        else:
-            order = length_grouped_batches(lengths, cfg.batch_size, rng)
-        return [[usable[j] for j in b] for b in order]
-
-    with _layout(model, cfg) as varlen:
-        stepper = StepRunner(model, examples, cfg.step_layout(), pad_id, varlen)
-        stats = TrainStats(
-            dtype="bfloat16" if stepper.amp is not None else "float32",
-            packing=cfg.packing,
-            varlen_attention=varlen,
-            skipped_examples=len(examples) - len(usable),
-            finetune=cfg.finetune,
-            trainable_parameters=sum(p.numel() for p in trainable),
-        )
-
-        def validate(step: int) -> None:
-            loss = evaluate_loss(model, validation, cfg, pad_id)
-            stats.val_loss_history.append((step, loss))
-            if on_validation:
-                on_validation(step, loss)
-
-        model.train()
-        totals: dict[str, int] = {}
-        batches: list[list[int]] = []
-        t0 = time.perf_counter()
-        for step in range(total):
-            batches = batches or epoch_batches()
-            batch = batches.pop()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.learning_rate, warmup, cfg.lr_schedule)
-            loss = stepper.step(batch, totals)
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            stats.steps += 1
-            stats.examples += len(batch)
-            stats.target_tokens += sum(target_count(examples[i]) for i in batch)
-            stats.loss_history.append(loss)
-            if progress:
-                progress(step + 1, total, loss)
-            if validation and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
-                stats.seconds += time.perf_counter() - t0
-                validate(step + 1)
-                t0 = time.perf_counter()
-        stats.seconds += time.perf_counter() - t0
-        if validation:
-            validate(total)
-    stats.tokens = totals.get("tokens", 0)
-    stats.computed_tokens = totals.get("computed_tokens", 0)
-    stats.micro_batches = totals.get("micro_batches", 0)
-    stats.oom_splits = stepper.oom_splits
     return stats
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make a local Docker engine available for the code sandbox. Idempotent; run as root.
-#  1. apt-get install docker.io and debootstrap if either is missing;
+#  1. apt-get install docker.io, debootstrap and docker-compose (the live deployment test) if missing;
 #  2. start dockerd in the background (log: $RESTEM_DOCKERD_LOG) unless `docker info` already answers;
 #  3. wait, at most $RESTEM_DOCKER_WAIT_S seconds (default 90), until `docker info` answers.
 # Then build the sandbox image with `restem sandbox build` (a no-op when it is up to date).
@@ -18,6 +18,7 @@ fi
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # tests/test_deploy_live.py
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup_docker.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -81,3 +81,28 @@ def test_experiment_resource_rejects_bad_values():
         ExperimentResource(samples_per_problem=0)
     with pytest.raises(Exception, match="temperature must be in \\(0, 2\\], got 3.0"):
         ExperimentResource(temperature=3.0)
+
+
+def test_settings_file_overrides_resources(tmp_path, monkeypatch):
+    from assets.definitions import default_resources, settings_from_file
+
+    good = tmp_path / "tiny.yaml"
+    good.write_text("experiment:\n  samples_per_problem: 4\ntrainer:\n  max_steps: 12\n")
+    monkeypatch.setenv("RESTEM_SETTINGS", str(good))
+    res = default_resources()
+    assert res["experiment"].samples_per_problem == 4 and res["trainer"].max_steps == 12
+    assert res["experiment"].max_new_tokens == 96  # untouched fields keep their defaults
+
+    for text, expected in (
+        ("experment:\n  seed: 1\n", "unknown resource 'experment'"),
+        ("experiment:\n  sampels_per_problem: 4\n", "experiment.sampels_per_problem: no such field"),
+        ("experiment:\n  samples_per_problem: 0\n", "experiment"),
+        ("trainer:\n  max_steps: lots\n", "trainer.max_steps"),
+        ("- 1\n", "expected a mapping"),
+        ("experiment: [1\n", "cannot read"),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ValueError) as e:
+            settings_from_file(bad)
+        assert str(bad) in str(e.value) and expected in str(e.value), str(e.value)

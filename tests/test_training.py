@@ -376,3 +376,22 @@ def test_train_config_names_bad_values():
         TrainConfig(max_tokens_per_micro_batch=100)
     with pytest.raises(ValueError, match="eval_every must be >= 0, got -1"):
         TrainConfig(eval_every=-1)
+
+
+def test_gradient_checkpointing_recomputes_and_trains_the_same(data):
+    """Same losses and weights with activations recomputed in backward; switched off again afterwards."""
+    tok, examples = data
+    runs = {}
+    for on in (False, True):
+        model = _model(tok)
+        seen: list[bool] = []
+        cfg = TrainConfig(max_steps=3, batch_size=8, learning_rate=1e-3, dtype="float32", gradient_checkpointing=on)
+        stats = train_causal_lm(
+            model, tok, examples[:24], cfg, progress=lambda *_, m=model, s=seen: s.append(m.is_activation_checkpointing)
+        )
+        assert seen == [on] * 3 and not model.is_activation_checkpointing
+        runs[on] = (stats.loss_history, model.state_dict())
+    (loss_off, w_off), (loss_on, w_on) = runs[False], runs[True]
+    assert loss_on == pytest.approx(loss_off, rel=1e-6)
+    assert all(torch.allclose(w_on[k], w_off[k], atol=1e-6) for k in w_off)
+    assert any(not torch.equal(w_on[k], _model(tok).state_dict()[k]) for k in w_on)  # it trained
