@@ -215,13 +215,8 @@ class Proxy:
         return f"<program function {self.__name__}>"
 
 
-def referenced_names(*sources: str) -> set[str]:
-    names: set[str] = set()
-    for src in sources:
-        for node in ast.walk(ast.parse(src)):
-            if isinstance(node, ast.Name):
-                names.add(node.id)
-    return names
+def referenced_names(*trees: ast.AST) -> set[str]:
+    return {node.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
 def check(req: dict, ch: Channel) -> dict:
@@ -239,7 +234,8 @@ def check(req: dict, ch: Channel) -> dict:
     ch.classes = ns
     setup, tests, entry = req.get("setup_code") or "", req["test_code"], req.get("entry_point")
     test_tree = compile(tests, "<tests>", "exec", dont_inherit=True)
-    used = referenced_names(setup, tests)
+    test_ast = ast.parse(tests)  # parsed once: the names it uses, and whether it defines check()
+    used = referenced_names(ast.parse(setup), test_ast)
     # Standard-library modules the program imported and the tests use (``sys.getsizeof``): our own.
     modules = loaded.get("modules") if isinstance(loaded.get("modules"), dict) else {}
     for name, mod in modules.items():
@@ -258,13 +254,13 @@ def check(req: dict, ch: Channel) -> dict:
             return {"status": "runtime_error", "detail": f"program defines no function {entry!r}"}
         ns[entry] = candidate = Proxy(ch, {"name": entry}, entry)
     exec(test_tree, ns)
-    if candidate is not None and _defines_check(tests):
+    if candidate is not None and _defines_check(test_ast):
         ns["check"](candidate)  # the entry point may itself be named check (MBPP 56)
     return {"status": "ok", "done": True}
 
 
-def _defines_check(test_code: str) -> bool:
-    return any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in ast.parse(test_code).body)
+def _defines_check(tree: ast.Module) -> bool:
+    return any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
 
 
 def classify(e: BaseException, ch: Channel) -> dict:

@@ -274,7 +274,7 @@ def _watch(req, cpid, chk, t0, cpu_s, wall_s, out_r, err_r, verdict_r, groups) -
                 break  # the checker wrote its verdict (or died) and closed the pipe
             if exited is None:
                 if now >= deadline:
-                    verdict = _backstop(cpid, chk, now - t0, verdict_r is not None)
+                    verdict = _backstop(cpid, now - t0, verdict_r is not None)
                     break
                 watch, wait = [*open_fds, pidfd], deadline - now
             else:
@@ -329,7 +329,7 @@ def _watch(req, cpid, chk, t0, cpu_s, wall_s, out_r, err_r, verdict_r, groups) -
     return {**resp, **verdict}
 
 
-def _backstop(cpid: int, chk: int, wall: float, serve: bool) -> dict:
+def _backstop(cpid: int, wall: float, serve: bool) -> dict:
     if serve:  # the checker bounds every call; past this, the checker itself (test code) hung
         return {"status": "infra_error", "detail": f"the checker ran past {wall:.1f}s"}
     v = checker.timeout_or_overload(cpid, wall, checker.program_cpu_seconds(cpid, PID1), "the test")

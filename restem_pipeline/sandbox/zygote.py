@@ -61,14 +61,18 @@ PID = struct.Struct(">i")
 
 # What APPS' harness puts before call-based (LeetCode-style) programs (hendrycks/apps
 # eval/testing_util.py), minus numpy, which the image does not have.
-CALL_PREAMBLE = (
-    "import sys, time, itertools, collections, math, fractions, random, heapq\n"
-    "from itertools import accumulate, product, permutations, combinations\n"
-    "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
-    "from functools import lru_cache\n"
-    "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
-    "from typing import List, Tuple, Dict, Optional\n"
-    "from heapq import *\n"
+CALL_PREAMBLE = compile(
+    (
+        "import sys, time, itertools, collections, math, fractions, random, heapq\n"
+        "from itertools import accumulate, product, permutations, combinations\n"
+        "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
+        "from functools import lru_cache\n"
+        "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
+        "from typing import List, Tuple, Dict, Optional\n"
+        "from heapq import *\n"
+    ),
+    "<preamble>",
+    "exec",
 )
 
 
