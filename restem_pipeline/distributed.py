@@ -117,6 +117,9 @@ class DataParallel(Parallel):
         else:
             self.device = torch.device("cpu")
             backend = "gloo"
+            if sys.platform.startswith("linux") and os.environ.get("MASTER_ADDR") == "127.0.0.1":
+                # gloo picks its interface from the host name otherwise (same unreachable-address trap)
+                os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         if not dist.is_initialized():
             dist.init_process_group(backend, device_id=self.device if backend == "nccl" else None)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -250,10 +253,15 @@ def die_with_parent() -> None:
 
 
 def torchrun_command(processes: int, module: str, *args: str) -> list[str]:
-    """torchrun on this machine (a free rendezvous port) running ``-m module`` on ``processes`` ranks."""
+    """torchrun on this machine (a free rendezvous port) running ``-m module`` on ``processes`` ranks.
+
+    The ranks meet on the loopback address: left to itself, torchrun publishes ``socket.getfqdn()`` as
+    MASTER_ADDR, which on some hosts (containers, CI machines) names an address the ranks cannot reach,
+    and they wait there until the rendezvous times out.
+    """
     return [
-        sys.executable, "-m", "restem_pipeline.distributed", "--standalone", f"--nproc-per-node={processes}",
-        "-m", module, *args,
+        sys.executable, "-m", "restem_pipeline.distributed", "--standalone", "--local-addr=127.0.0.1",
+        f"--nproc-per-node={processes}", "-m", module, *args,
     ]  # fmt: skip
 
 
