@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import base_model_path, fine_tune_result, load_problems, stage_model_path
+from assets.common import base_model_path, fine_tune_result, load_problems, settled, stage_model_path
 from assets.ingest import base_model, problem_set
 from assets.partitions import problem_sets
 from assets.reports import evaluation_result
@@ -49,6 +49,8 @@ def sft_baseline(
     if rows.is_empty():
         raise dg.Failure(f"problem set {name!r} has no human solutions to fine-tune on")
     storage.root().write_table(rows, "training_set", name, "sft")
+    if experiment.sft_learning_rate:  # tuned on validation (scripts/tune_sft.py); else the trainer's
+        trainer = settled(trainer, {"learning_rate": experiment.sft_learning_rate})
     return fine_tune_result(context, storage, experiment, trainer, rows, "sft", experiment.seed, experiment.sft_epochs)
 
 

@@ -1,6 +1,6 @@
 """Asset checks on every iteration: what must hold before a stage's output is used downstream.
 
-On ``iter_t/verified_samples`` (blocking): ``sample_conservation`` (every raw sample has exactly one
+On ``<experiment>/iter_t/verified_samples`` (blocking): ``sample_conservation`` (every raw sample has exactly one
 verdict) and the unscored rates, ``invalid_gold_rate``, ``verifier_timeout_rate`` and
 ``infra_error_rate``, each at most its ``ChecksResource`` threshold: a broken problem set or a failing
 sandbox would otherwise shrink the training set quietly. A timeout counts here only when it left the
@@ -10,8 +10,9 @@ and ``training_set_not_empty``. On ``iter_t/eval_report`` (severity WARN, not bl
 ``not_worse_than_base``, validation pass@1 against the base model's, both from the stored reports, and
 ``eval_unscored_rate``: evaluation verdicts left unscored (left out of every metric) at most
 ``max_eval_unscored_rate``.
-Every result carries its counts and rates as metadata. The distillation group (``distill/...``) gets the
-same checks (``build_distill_checks``). Not covered: checks on the baselines.
+Every result carries its counts and rates as metadata; every experiment's iterations get the same checks
+(distillation's included), read from the experiment's storage with its settings. Not covered: checks
+on the baselines.
 """
 
 import math
@@ -20,11 +21,12 @@ from collections.abc import Callable
 import dagster as dg
 import polars as pl
 
-from assets.distill import STAGE as DISTILL_STAGE
-from assets.distill import distill_key
-from assets.iteration import iteration_key
+from assets.common import settled
+from assets.experiment import iteration_key
 from assets.reports import stored_report
 from resources import ChecksResource, ExperimentResource, StorageResource
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage.tables import SHARED
 
 # (check name, verdict status, ChecksResource field)
 UNSCORED_RATES = (
@@ -56,7 +58,7 @@ def unscored_rate_result(
 
 
 def unscored_rate_check(
-    key: Callable[[str], dg.AssetKey], stage: str, check_name: str, status: str, setting: str
+    key: Callable[[str], dg.AssetKey], experiment: str, stage: str, check_name: str, status: str, setting: str
 ) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=key("verified_samples"),
@@ -67,7 +69,7 @@ def unscored_rate_check(
     def _check(
         context: dg.AssetCheckExecutionContext, storage: StorageResource, checks: ChecksResource
     ) -> dg.AssetCheckResult:
-        df = storage.root().read_table("verified_samples", context.partition_key, stage)
+        df = storage.root(experiment).read_table("verified_samples", context.partition_key, stage)
         return unscored_rate_result(df, status, getattr(checks, setting))
 
     return _check
@@ -101,17 +103,18 @@ def validation_delta_result(base: dict | None, mine: dict | None, tolerance: flo
     )
 
 
-def build_iteration_checks(t: int) -> list[dg.AssetChecksDefinition]:
-    """The checks of ReST-EM iteration ``t`` (assets ``iter_t/...``)."""
-    return build_stage_checks(lambda name: iteration_key(t, name), f"iter_{t}")
+def build_iteration_checks(exp: Experiment, t: int) -> list[dg.AssetChecksDefinition]:
+    """The checks of iteration ``t`` of ``exp`` (assets ``<experiment>/iter_t/...``)."""
+    return build_stage_checks(exp, lambda name: iteration_key(t, name, exp.name), f"iter_{t}")
 
 
-def build_distill_checks() -> list[dg.AssetChecksDefinition]:
-    """The same checks on the distillation group (``distill/...``, tables under stage ``distill``)."""
-    return build_stage_checks(distill_key, DISTILL_STAGE)
+def build_experiment_checks(exp: Experiment) -> list[dg.AssetChecksDefinition]:
+    return [c for t in range(1, exp.iterations + 1) for c in build_iteration_checks(exp, t)]
 
 
-def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg.AssetChecksDefinition]:
+def build_stage_checks(
+    exp: Experiment, key: Callable[[str], dg.AssetKey], stage: str
+) -> list[dg.AssetChecksDefinition]:
     """Checks on one sample -> verify -> cap -> train -> evaluate chain: ``key(name)`` is its asset key."""
 
     @dg.asset_check(
@@ -120,7 +123,7 @@ def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg
         description="Every raw sample has exactly one verdict, and no verdict lacks a sample.",
     )
     def sample_conservation(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        root = storage.root()
+        root = storage.root(exp.name)
         name = context.partition_key
         raw = root.read_table("raw_samples", name, stage)["sample_id"]
         ver = root.read_table("verified_samples", name, stage)["sample_id"]
@@ -140,7 +143,8 @@ def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg
     def cap_holds(
         context: dg.AssetCheckExecutionContext, storage: StorageResource, experiment: ExperimentResource
     ) -> dg.AssetCheckResult:
-        df = storage.root().read_table("training_set", context.partition_key, stage)
+        experiment = settled(experiment, exp.overrides("experiment"))
+        df = storage.root(exp.name).read_table("training_set", context.partition_key, stage)
         worst = int(df.group_by("problem_id").len()["len"].max() or 0) if len(df) else 0
         wrong = int((df["reward"] != 1.0).fill_null(True).sum()) if len(df) else 0
         return dg.AssetCheckResult(
@@ -159,7 +163,7 @@ def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg
         description="The training set has at least one example (some sample was verified correct).",
     )
     def training_set_not_empty(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        df = storage.root().read_table("training_set", context.partition_key, stage)
+        df = storage.root(exp.name).read_table("training_set", context.partition_key, stage)
         return dg.AssetCheckResult(
             passed=len(df) > 0,
             metadata={"examples": len(df), "problems_covered": df["problem_id"].n_unique() if len(df) else 0},
@@ -175,10 +179,10 @@ def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg
     def not_worse_than_base(
         context: dg.AssetCheckExecutionContext, storage: StorageResource, checks: ChecksResource
     ) -> dg.AssetCheckResult:
-        root = storage.root()
+        root = storage.root(exp.name)
         name = context.partition_key
         return validation_delta_result(
-            stored_report(root, name, "base"), stored_report(root, name, stage), checks.validation_tolerance
+            stored_report(root.of(SHARED), name, "base"), stored_report(root, name, stage), checks.validation_tolerance
         )
 
     @dg.asset_check(
@@ -190,11 +194,11 @@ def build_stage_checks(key: Callable[[str], dg.AssetKey], stage: str) -> list[dg
     def eval_unscored_rate(
         context: dg.AssetCheckExecutionContext, storage: StorageResource, checks: ChecksResource
     ) -> dg.AssetCheckResult:
-        df = storage.root().read_table("eval_samples", context.partition_key, stage)
+        df = storage.root(exp.name).read_table("eval_samples", context.partition_key, stage)
         return unscored_rate_result(df, None, checks.max_eval_unscored_rate, dg.AssetCheckSeverity.WARN)
 
-    rates = [unscored_rate_check(key, stage, *spec) for spec in UNSCORED_RATES]
+    rates = [unscored_rate_check(key, exp.name, stage, *spec) for spec in UNSCORED_RATES]
     return [sample_conservation, *rates, cap_holds, training_set_not_empty, not_worse_than_base, eval_unscored_rate]
 
 
-__all__ = ["build_distill_checks", "build_iteration_checks", "unscored_rate_result", "validation_delta_result"]
+__all__ = ["build_experiment_checks", "build_iteration_checks", "unscored_rate_result", "validation_delta_result"]

@@ -8,8 +8,7 @@ from restem_pipeline.cli import add_core_commands
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from assets.definitions import iterations_from_env
-    from assets.demo import comparison_table, demo_settings, run_demo
+    from assets.demo import chosen_experiments, comparison_table, demo_settings, run_demo
 
     settings = demo_settings(args.model, args.quick)
     overrides, trainer = settings["experiment"], settings["trainer"]
@@ -19,11 +18,12 @@ def demo_command(args: argparse.Namespace) -> int:
         target, _, field = key.rpartition(".")
         {"": overrides, "experiment": overrides, "trainer": trainer}[target][field] = value
     problem_set = args.problem_set or settings["problem_set"]
-    iterations = args.iterations or settings.get("iterations") or iterations_from_env()
-    out = run_demo(problem_set, iterations, args.data_root, overrides, distill=args.distill, trainer=trainer)
+    experiments = chosen_experiments(args.experiment, args.iterations or settings.get("iterations"))
+    out = run_demo(problem_set, experiments, args.data_root, overrides, trainer=trainer)
     k = overrides.get("eval_k", 8)
+    runs = ", ".join(f"{e.name} ({e.iterations} iterations)" for e in experiments)
     print(
-        f"\nrestem demo: model {args.model!r}, problem set {problem_set!r}, {iterations} ReST-EM iterations, "
+        f"\nrestem demo: model {args.model!r}, problem set {problem_set!r}, experiments {runs}, "
         f"{out['wall_seconds'] / 60:.1f} min"
     )
     print(comparison_table(out["stages"], k))
@@ -31,11 +31,16 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        record = {"model": args.model, "problem_set": problem_set, "iterations": iterations, "quick": args.quick}
+        record = {
+            "model": args.model,
+            "problem_set": problem_set,
+            "experiments": {e.name: e.iterations for e in experiments},
+            "quick": args.quick,
+        }
         Path(args.json).write_text(json.dumps({**record, **out}, indent=2, default=str))
     for w in out["warnings"]:
         print(f"warning: {w}")
-    print('\nQuery every sample: restem sql "SELECT stage, status, count(*) FROM verified_samples GROUP BY ALL"')
+    print('\nQuery every sample: restem sql "SELECT experiment, stage, avg(reward) FROM verified_samples GROUP BY ALL"')
     return 0
 
 
@@ -60,7 +65,9 @@ def parse_settings(items: list[str]) -> list[tuple[str, object]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restem", description="ReST-EM self-training as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="materialize base, SFT baseline and T ReST-EM iterations, print a table")
+    p_demo = sub.add_parser(
+        "demo", help="materialize the base model, the SFT baseline and experiments' iterations, print a table"
+    )
     p_demo.add_argument(
         "--model",
         default="embedded",
@@ -70,7 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument(
         "--problem-set", default=None, help="partition to run (default: 'arith' for the embedded model, else 'gsm8k')"
     )
-    p_demo.add_argument("--iterations", type=int, default=None, help="EM iterations (default $RESTEM_ITERATIONS or 3)")
+    p_demo.add_argument(
+        "--experiment",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="an experiment file's name (experiments/NAME.yaml: restem, rest, distill, restem_3x...); repeatable; "
+        "default restem",
+    )
+    p_demo.add_argument("--iterations", type=int, default=None, help="EM iterations (default: the experiment's)")
     p_demo.add_argument("--samples-per-problem", type=int, default=None, help="N in the E-step")
     p_demo.add_argument("--data-root", default=None, help="default $RESTEM_DATA_ROOT or ./data")
     p_demo.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the whole graph")
@@ -83,9 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(trainer.epochs=1); repeatable; checked by the resources' own validation",
     )
     p_demo.add_argument("--json", default=None, help="also write the metrics and wall times to this JSON file")
-    p_demo.add_argument(
-        "--distill", action="store_true", help="also the distillation variant: a bigger teacher, the base as student"
-    )
     p_demo.set_defaults(func=demo_command)
     add_core_commands(sub)
     return parser

@@ -1,19 +1,31 @@
-"""Helpers shared by the asset modules: progress logging and loading a partition's problems."""
+"""Helpers shared by the asset modules: progress logging, loading a partition's problems, an experiment's
+settings over the deployment's resources (``settled``), the M-step's result."""
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
 
 from resources import ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline import named_models
-from restem_pipeline.modeling import load_tokenizer
-from restem_pipeline.prompts import Prompter, resolve_style
+from restem_pipeline.data.prompts import Prompter, resolve_style
+from restem_pipeline.generation import named_models
+from restem_pipeline.generation.modeling import load_tokenizer
 from restem_pipeline.stages import fine_tune, problems_from_frame, training_pairs
-from restem_pipeline.storage import DataRoot
-from restem_pipeline.train_worker import MStepJob, run_job
-from restem_pipeline.training import TrainStats, held_out_mask, tokenize_pairs
+from restem_pipeline.storage.tables import DataRoot
+from restem_pipeline.training.finetune import TrainStats, held_out_mask, tokenize_pairs
+from restem_pipeline.training.worker import MStepJob, run_job
+
+R = TypeVar("R", bound=dg.ConfigurableResource)
+
+
+def settled(resource: R, overrides: dict) -> R:
+    """``resource`` with the experiment's ``overrides`` applied (validated like a new resource)."""
+    if not overrides:
+        return resource
+    fields = {k: getattr(resource, k) for k in type(resource).model_fields}
+    return type(resource)(**{**fields, **overrides})
 
 
 def progress_logger(context: dg.AssetExecutionContext, label: str, every: float = 0.1) -> Callable[..., None]:
@@ -127,18 +139,20 @@ def fine_tune_result(
     epochs: float | None = None,
     init_from: str | None = None,
     init_mode: str = "base",
+    root: DataRoot | None = None,
 ) -> dg.MaterializeResult:
     """Fine-tune ``init_from`` (default: the base model) on ``rows`` into ``models/<set>/<stage>``; report it.
 
     ``init_mode`` says what ``init_from`` is: ``base`` (ReST-EM, SFT) or ``previous`` (ReST: the
-    previous iteration's checkpoint). Both are recorded in the metadata. With ``trainer.strategy``
+    previous iteration's checkpoint). Both are recorded in the metadata. ``root``: the data root of the
+    experiment the checkpoint belongs to (default: the shared one, for the SFT baseline). With ``trainer.strategy``
     ``ddp``/``fsdp`` the training runs under torchrun (a subprocess whose output is logged here, its
     progress through the same logger); with ``checkpoint_every_steps`` it saves a train state and
     resumes one a killed run left.
     """
     name = context.partition_key
     init = init_from or base_model_path(storage, experiment, name)
-    out = storage.root().model_dir(name, stage)
+    out = (root or storage.root()).model_dir(name, stage)
     context.log.info(f"fine-tuning {stage} from {init} ({init_mode})")
 
     def log_validation(step: int, loss: float) -> None:

@@ -1,14 +1,11 @@
-"""The Definitions root: every asset, check and resource of restem, composed in one place.
+"""The Definitions root: every experiment's graph, the baselines, checks, automation and resources.
 
-``RESTEM_ITERATIONS`` (default 3) sets how many EM iterations the graph unrolls; it is read when
-Dagster loads the definitions, not at import; so is ``RESTEM_INIT_FROM`` (``base``, the default: every
-M-step fine-tunes the base model, ReST-EM; ``previous``: iteration t fine-tunes checkpoint t-1, ReST),
-which changes the checkpoints' dependencies in the graph. ``RESTEM_SETTINGS`` names a YAML file of
-resource settings (``experiment:``, ``trainer:``...) that replace the defaults, for a deployment whose
-code location and runs must agree (deploy/docker passes it to both). The ``distillation`` group
-(assets/distill.py) is in the
-UI's definitions (``defs``) but opt-in elsewhere (``distill=True``; ``restem demo --distill``): its
-teacher is a bigger model to pretrain, and tests and the demo run every asset they are given.
+Experiments are data: each ``*.yaml`` in ``experiments/`` (or the folder ``$RESTEM_EXPERIMENTS``
+names) becomes its own graph under its own asset-key prefix (``assets/experiment.py``), side by side in
+one Definitions; a new file shows up in the UI on reload, and a malformed one is an error naming the
+file and the field, with nothing loaded. ``RESTEM_SETTINGS`` names a YAML file of resource settings
+(``experiment:``, ``trainer:``...) that replace the defaults, for a deployment whose code location and
+runs must agree (deploy/docker passes it to both); an experiment's own ``settings`` apply on top.
 """
 
 import os
@@ -21,10 +18,9 @@ from dagster_duckdb import DuckDBResource
 
 from assets.automation import build_automation
 from assets.baselines import base_eval_report, sft_baseline, sft_eval_report
-from assets.checks import build_distill_checks, build_iteration_checks
-from assets.distill import distill_assets
+from assets.checks import build_experiment_checks
+from assets.experiment import build_experiment
 from assets.ingest import base_model, problem_set
-from assets.iteration import INIT_MODES, build_iteration
 from assets.summary import build_summary
 from resources import (
     ChecksResource,
@@ -34,23 +30,7 @@ from resources import (
     StorageResource,
     TrainerResource,
 )
-
-DEFAULT_ITERATIONS = 3
-
-
-def iterations_from_env() -> int:
-    raw = os.environ.get("RESTEM_ITERATIONS", str(DEFAULT_ITERATIONS))
-    if not raw.isdigit() or not 1 <= int(raw) <= 50:
-        raise ValueError(f"RESTEM_ITERATIONS must be an integer in 1..50, got {raw!r}")
-    return int(raw)
-
-
-def init_from_env() -> str:
-    raw = os.environ.get("RESTEM_INIT_FROM", "base")
-    if raw not in INIT_MODES:
-        raise ValueError(f"RESTEM_INIT_FROM must be one of {', '.join(INIT_MODES)}, got {raw!r}")
-    return raw
-
+from restem_pipeline.experiments import Experiment, ExperimentError, load_experiments
 
 SETTINGS_ENV = "RESTEM_SETTINGS"
 SETTABLE = {
@@ -63,34 +43,67 @@ SETTABLE = {
 }
 
 
-def settings_from_file(path: str | Path) -> dict:
-    """Resources from a YAML file of ``{resource: {field: value}}`` (e.g. ``experiment: {samples_per_problem:
-    4}``); an unknown resource or field, or a bad value, raises ``ValueError`` naming the file and field,
-    and nothing is built half-way."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: cannot read the settings: {e}") from None
+# what an experiment may not change: the shared assets (problem set, base model, baselines) read them
+SHARED_FIELDS = {
+    "experiment": {
+        "base_model", "prompt_style", "few_shot", "arith_train", "arith_validation", "arith_test",
+        "max_train_problems", "max_eval_problems", "sft_epochs", "sft_learning_rate", "pretrain_steps",
+        "pretrain_batch_size", "pretrain_pool_scale",
+    },
+    "storage": {"data_root"},
+}  # fmt: skip
+
+
+def check_settings(path: str | Path, raw: object, what: str = "") -> dict:
+    """Resources from ``{resource: {field: value}}``; an unknown resource or field, or a bad value, raises
+    ``ValueError`` naming the file and the field, and nothing is built half-way."""
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of resource name to settings, got {type(raw).__name__}")
     out = {}
+    pre = f"{what}." if what else ""
     for name, fields in raw.items():
         if name not in SETTABLE:
-            raise ValueError(f"{path}: unknown resource {name!r} (known: {', '.join(SETTABLE)})")
+            raise ValueError(f"{path}: {pre}{name}: unknown resource {name!r} (known: {', '.join(SETTABLE)})")
         if not isinstance(fields, dict):
-            raise ValueError(f"{path}: {name}: expected a mapping of field to value, got {type(fields).__name__}")
+            got = type(fields).__name__
+            raise ValueError(f"{path}: {pre}{name}: expected a mapping of field to value, got {got}")
         cls = SETTABLE[name]
         unknown = sorted(set(fields) - set(cls.model_fields))
         if unknown:
-            raise ValueError(f"{path}: {name}.{unknown[0]}: no such field of {cls.__name__}")
+            raise ValueError(f"{path}: {pre}{name}.{unknown[0]}: no such field of {cls.__name__}")
         try:
             out[name] = cls(**fields)
         except pydantic.ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"]) or "?"
-            raise ValueError(f"{path}: {name}.{where}: {err['msg']}") from None
+            raise ValueError(f"{path}: {pre}{name}.{where}: {err['msg']}") from None
     return out
+
+
+def settings_from_file(path: str | Path) -> dict:
+    """Resources from a ``RESTEM_SETTINGS`` YAML file of ``{resource: {field: value}}``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot read the settings: {e}") from None
+    return check_settings(path, raw)
+
+
+def check_experiment_settings(path: Path, settings: dict) -> None:
+    """An experiment's ``settings``: real resource fields with valid values, none of the shared ones."""
+    check_settings(path, settings, "settings")
+    for name, fields in settings.items():
+        shared = sorted(set(fields) & SHARED_FIELDS.get(name, set()))
+        if shared:
+            raise ExperimentError(
+                path, f"settings.{name}.{shared[0]}", "is shared by every experiment (set it in RESTEM_SETTINGS)"
+            )
+
+
+def experiments_from(folder: str | Path | None = None) -> list[Experiment]:
+    """Every experiment file of ``folder`` (default ``$RESTEM_EXPERIMENTS`` or ``experiments/``), checked."""
+    return load_experiments(folder, check_experiment_settings)
 
 
 def default_resources() -> dict:
@@ -109,31 +122,25 @@ def default_resources() -> dict:
     return resources
 
 
-def all_assets(iterations: int, distill: bool = False, init_from: str | None = None) -> list:
-    """Every asset; ``init_from`` (base | previous) defaults to ``RESTEM_INIT_FROM``."""
-    mode = init_from or init_from_env()
+def all_assets(experiments: list[Experiment]) -> list:
+    """The shared assets (problem set, base model, baselines) and every experiment's graph and summary."""
     assets = [problem_set, base_model, base_eval_report, sft_baseline, sft_eval_report]
-    for t in range(1, iterations + 1):
-        assets += build_iteration(t, mode)
-    if distill:
-        assets += distill_assets()
-    return [*assets, build_summary(iterations)]
+    for exp in experiments:
+        assets += [*build_experiment(exp), build_summary(exp)]
+    return assets
 
 
-def all_checks(iterations: int, distill: bool = False) -> list:
-    checks = [c for t in range(1, iterations + 1) for c in build_iteration_checks(t)]
-    return checks + (build_distill_checks() if distill else [])
+def all_checks(experiments: list[Experiment]) -> list:
+    return [c for exp in experiments for c in build_experiment_checks(exp)]
 
 
-def build_definitions(
-    iterations: int | None = None, resources: dict | None = None, distill: bool = False, init_from: str | None = None
-) -> dg.Definitions:
-    n = iterations or iterations_from_env()
-    mode = init_from or init_from_env()
-    automation = build_automation(n)  # reads RESTEM_SCHEDULE_CRON and RESTEM_MIN_IMPROVEMENT
+def build_definitions(experiments: list[Experiment] | None = None, resources: dict | None = None) -> dg.Definitions:
+    """The whole graph of ``experiments`` (default: the experiment files, ``experiments_from()``)."""
+    exps = experiments if experiments is not None else experiments_from()
+    automation = build_automation(exps)  # reads RESTEM_SCHEDULE_CRON and RESTEM_MIN_IMPROVEMENT
     return dg.Definitions(
-        assets=all_assets(n, distill, mode),
-        asset_checks=all_checks(n, distill),
+        assets=all_assets(exps),
+        asset_checks=all_checks(exps),
         jobs=automation.jobs,
         sensors=automation.sensors,
         schedules=automation.schedules,
@@ -143,4 +150,4 @@ def build_definitions(
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(distill=True)
+    return build_definitions()

@@ -1,22 +1,28 @@
-"""``restem demo``: materialize the whole default graph through Dagster and print the comparison table.
+"""``restem demo``: materialize experiments' graphs through Dagster and print the comparison table.
 
 Each asset is materialized as its own Dagster run, in dependency order, against the persistent
 instance in ``$DAGSTER_HOME`` (default ``./.dagster_home``), so every run and materialization is in
-the UI that ``dagster dev`` serves afterwards. The code path is the one the UI uses.
+the UI that ``dagster dev`` serves afterwards. The code path is the one the UI uses. The console shows a
+progress bar and the runs' INFO lines (``console_logging``); Dagster's DEBUG events stay in the instance.
 """
 
+import dataclasses
+import logging
 import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 from tqdm import tqdm
 
-from assets.definitions import all_assets, all_checks, default_resources
+from assets.definitions import all_assets, all_checks, default_resources, experiments_from
+from assets.summary import run_stages
 from resources import ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
+from restem_pipeline.storage.tables import DataRoot
 
 QUICK = {
     "arith_train": 40,
@@ -97,24 +103,31 @@ def ordered_keys(assets: list) -> list[dg.AssetKey]:
     return [k for level in graph.toposorted_asset_keys_by_level for k in sorted(level, key=str)]
 
 
+def chosen_experiments(names: list[str] | None, iterations: int | None = None) -> list[Experiment]:
+    """The experiment files named (default: ``restem``), ``iterations`` overriding theirs when given."""
+    known = {e.name: e for e in experiments_from()}
+    names = names or [DEFAULT_EXPERIMENT]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise SystemExit(f"no experiment {missing[0]!r}; experiment files define: {', '.join(sorted(known))}")
+    chosen = [known[n] for n in names]
+    return [dataclasses.replace(e, iterations=iterations) for e in chosen] if iterations else chosen
+
+
 def run_demo(
     problem_set: str,
-    iterations: int,
+    experiments: list[Experiment],
     data_root: str | None,
     overrides: dict,
     instance: dg.DagsterInstance | None = None,
     show_progress: bool = True,
-    distill: bool = False,
     trainer: dict | None = None,
 ) -> dict:
-    """Materialize everything for ``problem_set``; return {stage: metrics} from the reports.
-
-    ``distill`` adds the ``distillation`` group (a bigger teacher pretrained here, then the student).
-    """
+    """Materialize ``experiments`` (and the shared assets) for ``problem_set``; {experiment: {stage: metrics}}."""
     instance = instance or ensure_instance()
     instance.add_dynamic_partitions("problem_set", [problem_set])
-    assets = all_assets(iterations, distill)
-    checks = all_checks(iterations, distill)
+    assets = all_assets(experiments)
+    checks = all_checks(experiments)
     resources = {
         **default_resources(),
         "storage": StorageResource(data_root=data_root or ""),
@@ -129,15 +142,16 @@ def run_demo(
     for key in bar:
         bar.set_postfix_str(key.to_user_string())
         t_key = time.perf_counter()
-        result = dg.materialize(
-            [*assets, *checks],
-            selection=[key],
-            partition_key=problem_set,
-            instance=instance,
-            resources=resources,
-            tags={"restem/demo": "true"},
-            raise_on_error=True,
-        )
+        with console_logging(show_progress):
+            result = dg.materialize(
+                [*assets, *checks],
+                selection=[key],
+                partition_key=problem_set,
+                instance=instance,
+                resources=resources,
+                tags={"restem/demo": "true"},
+                raise_on_error=True,
+            )
         seconds[key.to_user_string()] = round(time.perf_counter() - t_key, 1)
         for ev in result.get_asset_check_evaluations():
             if ev.passed:
@@ -149,10 +163,26 @@ def run_demo(
             bar.write(f"warning: {warnings[-1]}")
     wall = time.perf_counter() - t0
     root = DataRoot(data_root or None)
-    stages = ["base", "sft"] + [f"iter_{t}" for t in range(1, iterations + 1)]
-    stages += ["teacher", "distill"] if distill else []
-    metrics = {s: read_metrics(root, problem_set, s) for s in stages}
+    metrics = {}
+    for exp in experiments:
+        for stage in run_stages(exp):
+            shared = stage in ("base", "sft")
+            label = stage if shared else f"{exp.name}/{stage}"
+            metrics[label] = read_metrics(root.of("shared" if shared else exp.name), problem_set, stage)
     return {"wall_seconds": wall, "asset_seconds": seconds, "warnings": warnings, "stages": metrics}
+
+
+@contextmanager
+def console_logging(show_progress: bool):
+    """While a demo run goes: Dagster's console handler at INFO (its DEBUG events are still stored in the
+    instance, and shown in the UI); nothing on the console without a progress bar either."""
+    logger = logging.getLogger("dagster")
+    level = logger.level
+    logger.setLevel(logging.INFO if show_progress else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:
@@ -169,8 +199,9 @@ def comparison_table(stages: dict[str, dict], k: int) -> str:
         ("val pass@1", "validation/pass@1"),
         ("train pass@1", "train/pass@1"),
     ]
-    head = f"{'model':<10}" + "".join(f"{c:>14}" for c, _ in cols)
+    width = max(10, *(len(s) + 2 for s in stages))
+    head = f"{'model':<{width}}" + "".join(f"{c:>14}" for c, _ in cols)
     lines = [head, "-" * len(head)]
     for stage, m in stages.items():
-        lines.append(f"{stage:<10}" + "".join(f"{100 * m.get(key, float('nan')):>13.1f}%" for _, key in cols))
+        lines.append(f"{stage:<{width}}" + "".join(f"{100 * m.get(key, float('nan')):>13.1f}%" for _, key in cols))
     return "\n".join(lines)

@@ -8,10 +8,10 @@ import polars as pl
 from assets.common import base_model_path, progress_logger, run_prompter
 from assets.partitions import problem_sets
 from resources import ExperimentResource, StorageResource
-from restem_pipeline import named_models
-from restem_pipeline import problems as loaders
-from restem_pipeline.modeling import load_tokenizer
-from restem_pipeline.schema import Problem
+from restem_pipeline.data import problems as loaders
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.generation import named_models
+from restem_pipeline.generation.modeling import load_tokenizer
 from restem_pipeline.stages import build_base_model, problems_frame
 from restem_pipeline.watch import find_problem_set_file
 

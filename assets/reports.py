@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 
 from assets.common import load_problems, md_table, run_prompter, stage_progress
 from resources import ExperimentResource, SamplerResource, StorageResource
-from restem_pipeline import plots
-from restem_pipeline.evaluation import evaluate, headline
-from restem_pipeline.storage import DataRoot, write_text_atomic
+from restem_pipeline.evaluation import plots
+from restem_pipeline.evaluation.evaluate import evaluate, headline
+from restem_pipeline.storage.tables import DataRoot, write_text_atomic
 
 
 def evaluation_result(
@@ -28,10 +28,15 @@ def evaluation_result(
     sampler: SamplerResource,
     stage: str,
     model_path: str,
+    root: DataRoot | None = None,
+    problems_of: str | None = None,
 ) -> dg.MaterializeResult:
+    """Evaluate ``model_path`` on this partition's problems (or, for a transfer evaluation, on the
+    problem set ``problems_of``, with this partition's prompts) and store it under ``root`` (default:
+    the shared data root) as ``stage``."""
     name = context.partition_key
-    root = storage.root()
-    problems = load_problems(storage, name)
+    root = root or storage.root()
+    problems = load_problems(storage, problems_of or name)
     cfg = experiment.eval_config(run_prompter(storage, experiment, name))
     smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
     samples, summary = evaluate(smp, problems, cfg, stage_progress(context))
@@ -62,6 +67,8 @@ def evaluation_result(
     pngs = write_plots(root, name, stage, figures)
     report = {
         "problem_set": name,
+        "evaluated_on": problems_of or name,
+        "experiment": root.experiment,
         "stage": stage,
         "model": model_path,
         "metrics": metrics,

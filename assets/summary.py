@@ -1,12 +1,14 @@
-"""``summary/run_summary``: one table and three plots comparing every model of a run, per problem set.
+"""``<experiment>/summary``: one table and three plots comparing every model of an experiment, per problem set.
 
-Reads the stored evaluation reports (``reports/<set>/<stage>.json``) of the base model, the SFT
-baseline and each iteration, and writes ``reports/<set>/summary.{md,json,png}``: the comparison table
+Reads the stored evaluation reports (``reports/<set>/<experiment>/<stage>.json``) of the base model and
+the SFT baseline (``shared``), the teacher (distillation) and each iteration, and writes
+``reports/<set>/<experiment>/summary.{md,json,png}``: the comparison table
 (test pass@1, pass@K, maj@K, validation and train pass@1, test pass@1 per level), the best iteration
 by validation pass@1 and whether validation stopped improving, and the pass@k / per-level /
 train-validation-test plots across all models. It depends on every eval report in the graph, but reads
 whichever reports are in storage: iterations not materialized yet are listed as missing, not an error
-(a run can be summarized while it is in progress). Not covered: running any evaluation.
+(a run can be summarized while it is in progress). Transfer reports (a checkpoint evaluated on another
+problem set) get a table of their own. Not covered: running any evaluation.
 """
 
 import json
@@ -17,24 +19,58 @@ import polars as pl
 
 from assets.baselines import base_eval_report, sft_eval_report
 from assets.common import md_table
-from assets.iteration import iteration_key
+from assets.experiment import TEACHER_STAGE, experiment_key, iteration_key, transfer_stage
 from assets.partitions import problem_sets
 from assets.reports import inline_png, stored_report
 from resources import StorageResource
-from restem_pipeline import plots
-from restem_pipeline.storage import DataRoot, write_text_atomic
-
-SUMMARY_KEY = dg.AssetKey(["summary", "run_summary"])
-
-
-def run_stages(iterations: int) -> list[str]:
-    return ["base", "sft", *(f"iter_{t}" for t in range(1, iterations + 1))]
+from restem_pipeline.evaluation import plots
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage.tables import SHARED, DataRoot, write_text_atomic
 
 
-def collect_reports(root: DataRoot, problem_set: str, stages: list[str]) -> dict[str, dict]:
-    """{stage: report} for the stages whose report is in storage, in ``stages`` order."""
-    found = {s: stored_report(root, problem_set, s) for s in stages}
+def summary_key(experiment: str) -> dg.AssetKey:
+    return experiment_key(experiment, "summary")
+
+
+def run_stages(exp: Experiment) -> list[str]:
+    """The models an experiment's summary compares, in order: base, SFT, (teacher), each iteration."""
+    return [
+        "base",
+        "sft",
+        *([TEACHER_STAGE] if exp.distills else []),
+        *(f"iter_{t}" for t in range(1, exp.iterations + 1)),
+    ]
+
+
+def stage_roots(root: DataRoot, stages: list[str]) -> dict[str, DataRoot]:
+    """Where each stage's report is: base and SFT are shared, the rest are the experiment's."""
+    return {s: root.of(SHARED) if s in ("base", "sft") else root for s in stages}
+
+
+def collect_reports(roots: dict[str, DataRoot], problem_set: str) -> dict[str, dict]:
+    """{stage: report} for the stages whose report is in storage, in ``roots`` order."""
+    found = {s: stored_report(r, problem_set, s) for s, r in roots.items()}
     return {s: r for s, r in found.items() if r is not None}
+
+
+def transfer_table(root: DataRoot, problem_set: str, exp: Experiment) -> pl.DataFrame:
+    """One row per (model, transfer set) with a stored report: test and validation pass@1 there."""
+    rows = []
+    for target in exp.transfer:
+        for t in range(0, exp.iterations + 1):
+            report = stored_report(root, problem_set, transfer_stage(t, target))
+            if report is not None:
+                m = report["metrics"]
+                rows.append(
+                    {
+                        "model": "base" if t == 0 else f"iter {t}",
+                        "evaluated on": target,
+                        "test pass@1": _num(m.get("test/pass@1")),
+                        "validation pass@1": _num(m.get("validation/pass@1")),
+                    }
+                )
+    schema = {"model": pl.String, "evaluated on": pl.String, "test pass@1": pl.Float64, "validation pass@1": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _num(value: object) -> float | None:
@@ -86,10 +122,13 @@ def best_by_validation(reports: dict[str, dict]) -> dict:
     }
 
 
-def pass_at_k_curves(root: DataRoot, problem_set: str, reports: dict[str, dict]) -> dict[str, dict[int, float]]:
+def pass_at_k_curves(
+    roots: dict[str, DataRoot], problem_set: str, reports: dict[str, dict]
+) -> dict[str, dict[int, float]]:
     """Per model, the report's stored pass@k curve, else one computed from its ``eval_samples`` table."""
     out = {}
     for stage, r in reports.items():
+        root = roots[stage]
         if "pass_at_k_curve" in r:
             curve = {int(k): float(v) for k, v in r["pass_at_k_curve"].items()}
         elif root.table_path("eval_samples", problem_set, stage).exists():
@@ -101,8 +140,13 @@ def pass_at_k_curves(root: DataRoot, problem_set: str, reports: dict[str, dict])
     return out
 
 
-def summary_markdown(problem_set: str, table: pl.DataFrame, best: dict, missing: list[str]) -> str:
-    lines = [f"# {problem_set}: run summary", "", md_table(table), ""]
+def summary_markdown(
+    problem_set: str, table: pl.DataFrame, best: dict, missing: list[str], experiment: str = "", transfer=None
+) -> str:
+    title = f"# {problem_set} / {experiment}: run summary" if experiment else f"# {problem_set}: run summary"
+    lines = [title, "", md_table(table), ""]
+    if transfer is not None and len(transfer):
+        lines += ["Transfer (each model on another problem set):", "", md_table(transfer), ""]
     if best["iteration"] is None:
         lines.append("No iteration has a validation score yet.")
     else:
@@ -117,23 +161,32 @@ def summary_markdown(problem_set: str, table: pl.DataFrame, best: dict, missing:
     return "\n".join([*lines, "", "![summary](summary.png)", ""])
 
 
-def build_summary(iterations: int) -> dg.AssetsDefinition:
-    """The run summary over the base model, the SFT baseline and iterations 1..``iterations``."""
-    stages = run_stages(iterations)
+def build_summary(exp: Experiment) -> dg.AssetsDefinition:
+    """``e/summary``: the base model, the SFT baseline, the teacher (distillation) and each iteration of ``exp``."""
+    stages = run_stages(exp)
+    deps = [
+        base_eval_report,
+        sft_eval_report,
+        *(iteration_key(t, "eval_report", exp.name) for t in range(1, exp.iterations + 1)),
+    ]
+    if exp.distills:
+        deps.append(experiment_key(exp.name, "teacher_eval_report"))
+    deps += [iteration_key(t, f"transfer_{s}", exp.name) for s in exp.transfer for t in range(0, exp.iterations + 1)]
 
     @dg.asset(
-        key=SUMMARY_KEY,
-        deps=[base_eval_report, sft_eval_report, *(iteration_key(t, "eval_report") for t in range(1, iterations + 1))],
-        group_name="summary",
+        key=summary_key(exp.name),
+        deps=deps,
+        group_name=exp.name,
         partitions_def=problem_sets,
         kinds={"polars", "matplotlib"},
-        description="Base vs SFT vs each iteration: comparison table, best iteration by validation, plots "
-        "(reads whichever eval reports are stored).",
+        description=f"{exp.name}: base vs SFT vs each iteration: comparison table, best iteration by validation, "
+        "transfer, plots (reads whichever eval reports are stored).",
     )
     def run_summary(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         name = context.partition_key
-        root = storage.root()
-        reports = collect_reports(root, name, stages)
+        root = storage.root(exp.name)
+        roots = stage_roots(root, stages)
+        reports = collect_reports(roots, name)
         if not reports:
             raise dg.Failure(
                 f"no evaluation report of {name!r} in {root.root / 'reports'}: materialize the eval reports"
@@ -143,15 +196,18 @@ def build_summary(iterations: int) -> dg.AssetsDefinition:
             context.log.warning(f"summarizing without {', '.join(missing)} (not materialized)")
         table = comparison_table(reports)
         best = best_by_validation(reports)
-        curves = pass_at_k_curves(root, name, reports)
+        curves = pass_at_k_curves(roots, name, reports)
+        transfer = transfer_table(root, name, exp)
         levels = {plots.stage_label(s): plots.level_accuracy(r["summary"]) for s, r in reports.items()}
         splits = {plots.stage_label(s): plots.split_accuracy(r["metrics"]) for s, r in reports.items()}
         png = plots.png_bytes(plots.summary_figure(curves, levels, splits))
         png_path = plots.write_bytes_atomic(png, root.report_path(name, "summary", ".png"))
         md_path = root.report_path(name, "summary", ".md")
-        write_text_atomic(summary_markdown(name, table, best, missing), md_path)
+        write_text_atomic(summary_markdown(name, table, best, missing, exp.name, transfer), md_path)
         doc = {
             "problem_set": name,
+            "experiment": exp.name,
+            "transfer": transfer.to_dicts(),
             "stages": list(reports),
             "missing": missing,
             "table": table.to_dicts(),
@@ -162,6 +218,7 @@ def build_summary(iterations: int) -> dg.AssetsDefinition:
         write_text_atomic(json.dumps(doc, indent=2), json_path)
         meta: dict = {
             "comparison": dg.MetadataValue.md(md_table(table)),
+            **({"transfer": dg.MetadataValue.md(md_table(transfer))} if len(transfer) else {}),
             "plots": dg.MetadataValue.md(inline_png("summary", png)),
             "stages_found": len(reports),
             "stages_missing": ", ".join(missing) or "none",
@@ -181,4 +238,4 @@ def build_summary(iterations: int) -> dg.AssetsDefinition:
     return run_summary
 
 
-__all__ = ["SUMMARY_KEY", "build_summary", "best_by_validation", "comparison_table"]
+__all__ = ["build_summary", "best_by_validation", "comparison_table", "summary_key"]

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from math_labelled_set import labelled_set  # noqa: E402
 
-from restem_pipeline.mathverify import Status, extract_answer, verify, verify_batch  # noqa: E402
-from restem_pipeline.mathverify.api import clear_caches  # noqa: E402
-from restem_pipeline.mathverify.workers import default_pool  # noqa: E402
+from restem_pipeline.rewards.mathverify import Status, extract_answer, verify, verify_batch  # noqa: E402
+from restem_pipeline.rewards.mathverify.api import clear_caches  # noqa: E402
+from restem_pipeline.rewards.mathverify.workers import default_pool  # noqa: E402
 
 
 def _mv_judge(item: tuple[str, str]) -> bool:

@@ -22,11 +22,11 @@ import dagster as dg
 
 from assets.definitions import all_assets, all_checks, default_resources
 from resources import ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline import arith
-from restem_pipeline.evaluation import evaluate
-from restem_pipeline.modeling import TinyLlamaSpec
-from restem_pipeline.prompts import TEMPLATES, TEXT_PROMPTS
-from restem_pipeline.sampling import TransformersSampler
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEMPLATES, TEXT_PROMPTS
+from restem_pipeline.evaluation.evaluate import evaluate
+from restem_pipeline.generation.modeling import TinyLlamaSpec
+from restem_pipeline.generation.sampling import TransformersSampler
 from restem_pipeline.stages import (
     BaseModelConfig,
     build_base_model,
@@ -35,7 +35,7 @@ from restem_pipeline.stages import (
     fine_tune,
     verify_samples,
 )
-from restem_pipeline.training import TrainConfig
+from restem_pipeline.training.finetune import TrainConfig
 
 STAGES = ["raw_samples", "verified_samples", "training_set", "checkpoint", "eval_report"]
 

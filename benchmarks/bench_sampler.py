@@ -1,10 +1,10 @@
 """Sampling throughput: restem's ``CachedSampler`` (float32 and dtype='auto') vs transformers ``generate()``.
 
 Same models, same prompts, same settings, side by side in one run. Prompts are the embedded
-arithmetic task's test problems (``restem_pipeline.arith`` rendered with ``prompts.template_for``)
+arithmetic task's test problems (``restem_pipeline.data.arith`` rendered with ``prompts.template_for``)
 in order: levels 1-5 mixed, 29-117 tokens. Models are the 3.3M-parameter Llama of the issue
 (hidden 256, 4 layers, 4 heads, MLP 704, the task's 384-token tokenizer) built with
-``restem_pipeline.modeling``:
+``restem_pipeline.generation.modeling``:
 
 - ``random``: random init (seed 0). It never emits EOS, so every sequence runs all 64 new tokens:
   pure decode throughput.
@@ -65,8 +65,8 @@ VARIANTS = ("generate", "restem-fp32", "restem-auto")
 
 
 def test_prompts(count: int) -> list[str]:
-    from restem_pipeline import arith
-    from restem_pipeline.prompts import template_for
+    from restem_pipeline.data import arith
+    from restem_pipeline.data.prompts import template_for
 
     problems = [p for p in arith.embedded_problem_set(0, 600, 200, 400) if p.split == "test"]
     return [template_for(p).render(p.prompt) for p in problems[:count]]
@@ -91,15 +91,15 @@ def smollm2_path(explicit: str | None) -> tuple[Path | None, str]:
 
 def gsm8k_questions(count: int) -> list[str]:
     """The first ``count`` GSM8K test questions, or restem's own questions where the data set is missing."""
-    from restem_pipeline.problems import external_data_root
+    from restem_pipeline.data.problems import external_data_root
 
     path = external_data_root() / "gsm8k" / "test.jsonl"
     if path.is_file():
         with path.open() as f:
             questions = [json.loads(line)["question"] for line, _ in zip(f, range(count), strict=False)]
     else:
-        from restem_pipeline import arith
-        from restem_pipeline.prompts import GSM8K_EXEMPLARS
+        from restem_pipeline.data import arith
+        from restem_pipeline.data.prompts import GSM8K_EXEMPLARS
 
         questions = [q for q, _ in GSM8K_EXEMPLARS]
         questions += [p.prompt for p in arith.embedded_problem_set(0, 600, 200, 400) if p.split == "test"]
@@ -107,8 +107,8 @@ def gsm8k_questions(count: int) -> list[str]:
 
 
 def real_prompts(kind: str, count: int, model: str) -> list[str]:
-    from restem_pipeline.modeling import load_tokenizer
-    from restem_pipeline.prompts import TEMPLATES
+    from restem_pipeline.data.prompts import TEMPLATES
+    from restem_pipeline.generation.modeling import load_tokenizer
 
     questions = gsm8k_questions(count)
     if kind == "fewshot":
@@ -168,10 +168,10 @@ def measure_matmul(model: Path, rows: list[int], reps: int = 5) -> dict:
 
 
 def build_models(root: Path, train_steps: int) -> dict:
-    from restem_pipeline import arith
-    from restem_pipeline.modeling import TinyLlamaSpec, count_parameters, load_tokenizer, tiny_llama
+    from restem_pipeline.data import arith
+    from restem_pipeline.generation.modeling import TinyLlamaSpec, count_parameters, load_tokenizer, tiny_llama
     from restem_pipeline.stages import BaseModelConfig, build_base_model
-    from restem_pipeline.training import TrainConfig, save_checkpoint
+    from restem_pipeline.training.finetune import TrainConfig, save_checkpoint
 
     spec = TinyLlamaSpec(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=704)
     problems = arith.embedded_problem_set(0, 600, 200, 400)
@@ -199,8 +199,8 @@ def worker(spec: dict) -> dict:
     """One measurement in this (fresh) process."""
     import torch
 
-    from restem_pipeline.engine import CachedSampler
-    from restem_pipeline.sampling import SamplingParams, TransformersSampler
+    from restem_pipeline.generation.engine import CachedSampler
+    from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
 
     kind = spec.get("prompt_kind", "arith")
     prompts = test_prompts(spec["prompts"]) if kind == "arith" else real_prompts(kind, spec["prompts"], spec["model"])

@@ -23,9 +23,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from restem_pipeline.code_problems import embedded_code_problems
-from restem_pipeline.sandbox import SandboxPool, parse_tests, stdout_matches
-from restem_pipeline.sandbox.image import image_ref
+from restem_pipeline.data.code_tasks import embedded_code_problems
+from restem_pipeline.rewards.sandbox import SandboxPool, parse_tests, stdout_matches
+from restem_pipeline.rewards.sandbox.image import image_ref
 
 DOCKER_FLAGS = [
     "--network",

@@ -138,7 +138,7 @@ SMOLLM2_ENV = "RESTEM_SMOLLM2_PATH"
 
 def restem_schedule(n: int, batch: int, steps: int, seed: int = 0) -> list[list[int]]:
     """The example indices of each of restem's steps (``training._train``'s order: shuffled batches, popped)."""
-    from restem_pipeline.batching import shuffled_batches
+    from restem_pipeline.training.batching import shuffled_batches
 
     rng = random.Random(seed)
     batches: list[list[int]] = []
@@ -153,7 +153,7 @@ def _write_data(
     workdir: Path, tok, prompts, targets, settings: dict, add_bos: bool, extra: dict, n_train: int | None = None
 ) -> dict:
     """Tokenize (restem's ``tokenize_pairs``), split, fix the schedule; write what every child reads."""
-    from restem_pipeline.training import tokenize_pairs
+    from restem_pipeline.training.finetune import tokenize_pairs
 
     max_length, batch, steps = settings["max_length"], settings["batch"], settings["steps"]
     examples = tokenize_pairs(tok, prompts, targets, max_length, add_bos=add_bos)
@@ -187,9 +187,9 @@ def _write_data(
 
 def prepare_arith(workdir: Path, settings: dict, spec: dict) -> dict:
     """Embedded arithmetic problems with worked solutions; a BPE tokenizer trained on them."""
-    from restem_pipeline import arith
-    from restem_pipeline.modeling import train_tokenizer
-    from restem_pipeline.prompts import TEMPLATES
+    from restem_pipeline.data import arith
+    from restem_pipeline.data.prompts import TEMPLATES
+    from restem_pipeline.generation.modeling import train_tokenizer
 
     tpl = TEMPLATES["arith"]
     pool = arith.pretraining_pool(7, (settings["per_level"],) * 5)
@@ -204,7 +204,7 @@ def smollm2_checkpoint(explicit: str | None) -> Path:
     path = explicit or os.environ.get(SMOLLM2_ENV)
     if path:
         return Path(path).resolve()
-    from restem_pipeline import named_models
+    from restem_pipeline.generation import named_models
 
     root = Path(os.environ.get("RESTEM_DATA_ROOT", "data")).resolve()
     return named_models.ensure_checkpoint("smollm2-135m", root, log=lambda m: print(m, file=sys.stderr))[0]
@@ -212,7 +212,7 @@ def smollm2_checkpoint(explicit: str | None) -> Path:
 
 def prepare_gsm8k(workdir: Path, settings: dict, model_path: Path, gsm8k: Path) -> dict:
     """GSM8K training problems in SmolLM2's chat template (prompt), the human solution (completion): one epoch."""
-    from restem_pipeline.modeling import load_tokenizer
+    from restem_pipeline.generation.modeling import load_tokenizer
 
     tok = load_tokenizer(model_path)
     n_train = settings["batch"] * settings["steps"]  # one epoch: every step sees new examples
@@ -288,7 +288,7 @@ def _optimizer(model, s: dict):
     """restem's optimizer and schedule, for the HF/TRL trainers."""
     import torch
 
-    from restem_pipeline.training import lr_at
+    from restem_pipeline.training.finetune import lr_at
 
     steps, lr = s["steps"], s["lr"]
     warmup = max(1, int(s["warmup_ratio"] * steps))
@@ -371,7 +371,7 @@ def _check_flat(model, trainer, varlen: bool) -> dict:
     """``_flat_vs_split`` on the trainer's first training batch."""
     from contextlib import nullcontext
 
-    from restem_pipeline.packed_attention import packed_attention
+    from restem_pipeline.training.packed_attention import packed_attention
 
     ds = trainer.train_dataset
     n = trainer.args.per_device_train_batch_size
@@ -446,8 +446,8 @@ def _trl_train(model, tok, data: dict, packed: bool, varlen: bool, device: str, 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from restem_pipeline.batching import target_count
-    from restem_pipeline.packed_attention import packed_attention
+    from restem_pipeline.training.batching import target_count
+    from restem_pipeline.training.packed_attention import packed_attention
 
     s, train, texts = data["settings"], data["train"], data["train_text"]
     order = [i for b in data["schedule"] for i in b]
@@ -511,7 +511,8 @@ def _trl_train(model, tok, data: dict, packed: bool, varlen: bool, device: str, 
 
 
 def _restem_train(model, tok, data: dict, packing: bool, dtype: str) -> dict:
-    from restem_pipeline.training import TrainConfig, train_causal_lm
+    from restem_pipeline.training.finetune import TrainConfig
+    from restem_pipeline.training.loop import train_causal_lm
 
     s = data["settings"]
     cfg = TrainConfig(
@@ -551,8 +552,8 @@ def _restem_train(model, tok, data: dict, packing: bool, dtype: str) -> dict:
 
 
 def _load(workdir: Path, device: str):
-    from restem_pipeline.modeling import TinyLlamaSpec, load_model, load_tokenizer, tiny_llama
-    from restem_pipeline.training import TrainConfig
+    from restem_pipeline.generation.modeling import TinyLlamaSpec, load_model, load_tokenizer, tiny_llama
+    from restem_pipeline.training.finetune import TrainConfig
 
     data = json.loads((workdir / "data.json").read_text())
     data["train"] = [(ids, p) for ids, p in data["train"]]
@@ -568,7 +569,7 @@ def _load(workdir: Path, device: str):
 
 def heldout_before(workdir: Path, device: str) -> dict:
     """The held-out loss of the initial model (its own process, so no method's memory is touched)."""
-    from restem_pipeline.training import evaluate_loss
+    from restem_pipeline.training.finetune import evaluate_loss
 
     data, tok, model, exact = _load(workdir, device)
     t0 = time.perf_counter()
@@ -580,10 +581,10 @@ def run_method(name: str, workdir: Path, device: str, dtype: str, attn: str | No
     """Train with one method in this (fresh) process; return its figures."""
     import torch
 
-    from restem_pipeline.batching import target_count
-    from restem_pipeline.micro_steps import autocast_dtype
-    from restem_pipeline.modeling import count_parameters
-    from restem_pipeline.training import evaluate_loss
+    from restem_pipeline.generation.modeling import count_parameters
+    from restem_pipeline.training.batching import target_count
+    from restem_pipeline.training.finetune import evaluate_loss
+    from restem_pipeline.training.micro_steps import autocast_dtype
 
     data, tok, model, exact = _load(workdir, device)
     bf16 = autocast_dtype(dtype, torch.device(device)) is not None
@@ -780,7 +781,7 @@ def prepare_finetune(workdir: Path, model_path: Path, gsm8k: Path, n_train: int,
     """GSM8K examples in SmolLM2's chat format, tokenized once for every variant."""
     import random
 
-    from restem_pipeline.modeling import load_tokenizer
+    from restem_pipeline.generation.modeling import load_tokenizer
 
     tok = load_tokenizer(model_path)
     rows = [json.loads(line) for line in gsm8k.read_text().splitlines() if line.strip()]
@@ -810,8 +811,9 @@ def run_smollm2_variant(name: str, workdir: Path, steps: int) -> dict:
     """Train one SmolLM2 variant in this (fresh) process; return its figures."""
     import torch
 
-    from restem_pipeline.modeling import count_parameters, load_model, load_tokenizer
-    from restem_pipeline.training import TrainConfig, evaluate_loss, train_causal_lm
+    from restem_pipeline.generation.modeling import count_parameters, load_model, load_tokenizer
+    from restem_pipeline.training.finetune import TrainConfig, evaluate_loss
+    from restem_pipeline.training.loop import train_causal_lm
 
     v = SMOLLM2_VARIANTS[name]
     data = json.loads((workdir / "smollm2.json").read_text())

@@ -799,9 +799,9 @@ def ne_restated(g: Gold) -> Made:
     found with restem's expression parser; the label is the policy, not a verdict."""
     if g.value is None:
         return None
-    from restem_pipeline.mathverify.evaluate import exact_value
-    from restem_pipeline.mathverify.latex_expr import ExprParseError, parse_expr, symbols_of
-    from restem_pipeline.mathverify.restatement import in_simplest_form
+    from restem_pipeline.rewards.mathverify.evaluate import exact_value
+    from restem_pipeline.rewards.mathverify.latex_expr import ExprParseError, parse_expr, symbols_of
+    from restem_pipeline.rewards.mathverify.restatement import in_simplest_form
 
     for segment in _LITERAL_SEGMENT.findall(g.problem):
         if not re.search(r"[-+*/^!]|\\(?:frac|sqrt|binom|dbinom|cdot|times|lfloor|lceil)", segment.strip().lstrip("-")):

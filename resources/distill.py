@@ -12,7 +12,7 @@ from dataclasses import replace
 import dagster as dg
 from pydantic import Field, model_validator
 
-from restem_pipeline.modeling import TinyLlamaSpec
+from restem_pipeline.generation.modeling import TinyLlamaSpec
 from restem_pipeline.stages import BaseModelConfig
 
 

@@ -5,12 +5,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
-from restem_pipeline.evaluation import EvalConfig
-from restem_pipeline.modeling import TinyLlamaSpec
-from restem_pipeline.prompts import Prompter
-from restem_pipeline.sampling import SamplingParams
+from restem_pipeline.data.prompts import Prompter
+from restem_pipeline.evaluation.evaluate import EvalConfig
+from restem_pipeline.generation.modeling import TinyLlamaSpec
+from restem_pipeline.generation.sampling import SamplingParams
 from restem_pipeline.stages import BaseModelConfig
-from restem_pipeline.training import TrainConfig
+from restem_pipeline.training.finetune import TrainConfig
 
 
 class ExperimentResource(dg.ConfigurableResource):
@@ -53,6 +53,9 @@ class ExperimentResource(dg.ConfigurableResource):
         description="epochs of the SFT baseline on the human solutions: one per problem, so about "
         "as many optimizer steps as one ReST-EM M-step (equal compute)",
     )
+    sft_learning_rate: float = Field(
+        default=0.0, description="peak learning rate of the SFT baseline; 0 = the trainer's learning_rate"
+    )
     pretrain_steps: int = 900
     pretrain_batch_size: int = 64
     pretrain_pool_scale: float = Field(default=1.0, description="scales the pretraining pool per level")
@@ -85,6 +88,8 @@ class ExperimentResource(dg.ConfigurableResource):
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.sft_learning_rate < 1:
+            raise ValueError(f"sft_learning_rate must be in [0, 1), got {self.sft_learning_rate}")
         if self.sft_epochs <= 0:
             raise ValueError(f"sft_epochs must be > 0, got {self.sft_epochs}")
         if self.pretrain_pool_scale <= 0:
@@ -116,7 +121,7 @@ class ExperimentResource(dg.ConfigurableResource):
         )
 
     def base_model_config(self) -> BaseModelConfig:
-        from restem_pipeline.arith import POOL_PER_LEVEL
+        from restem_pipeline.data.arith import POOL_PER_LEVEL
 
         pool = tuple(max(1, round(n * self.pretrain_pool_scale)) for n in POOL_PER_LEVEL)
         return BaseModelConfig(

@@ -6,16 +6,16 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
-from restem_pipeline.engine import CachedSampler, UnsupportedModelError
-from restem_pipeline.lora import MISSING_PEFT, peft_available
-from restem_pipeline.sampling import Sampler, TransformersSampler
-from restem_pipeline.training import DEFAULT_LORA_TARGETS, TrainConfig
+from restem_pipeline.generation.engine import CachedSampler, UnsupportedModelError
+from restem_pipeline.generation.sampling import Sampler, TransformersSampler
+from restem_pipeline.training.finetune import DEFAULT_LORA_TARGETS, TrainConfig
+from restem_pipeline.training.lora import MISSING_PEFT, peft_available
 
 
 class SamplerResource(dg.ConfigurableResource):
     """How completions are generated.
 
-    ``backend='auto'`` (default) is restem's own cached decode loop (``restem_pipeline.engine``) on
+    ``backend='auto'`` (default) is restem's own cached decode loop (``restem_pipeline.generation.engine``) on
     CPU, falling back to transformers ``generate()`` for a model it does not run, and ``generate()``
     on a GPU; ``'restem'`` / ``'transformers'`` force one; ``'vllm'`` needs the ``vllm`` extra and a GPU.
     """
@@ -72,7 +72,7 @@ class SamplerResource(dg.ConfigurableResource):
 
     def sampler(self, model_path: str, stop: tuple[str, ...] = ()) -> Sampler:
         if self.backend == "vllm":
-            from restem_pipeline.sampling_vllm import VLLMSampler
+            from restem_pipeline.generation.sampling_vllm import VLLMSampler
 
             return VLLMSampler(  # raises VLLMNotInstalled, naming what to install, where vllm is absent
                 model_path,
@@ -104,7 +104,7 @@ class TrainerResource(dg.ConfigurableResource):
     """Fine-tuning settings for the M-step and the SFT baseline (loss on solution tokens only).
 
     By default examples are packed (no padding computed) and, on a CPU with native bf16, run under
-    bf16 autocast with fp32 master weights; see ``restem_pipeline.training``. ``validation_fraction``
+    bf16 autocast with fp32 master weights; see ``restem_pipeline.training.finetune``. ``validation_fraction``
     holds out that fraction of the training set's *problems* (every row of each, never trained on) and
     reports their loss: for an M-step, held-out correct samples of the model itself, the text it is
     trained on; for SFT, held-out human solutions. Off by default, since it trains on fewer problems.
@@ -115,7 +115,7 @@ class TrainerResource(dg.ConfigurableResource):
     ``strategy='ddp'`` / ``'fsdp'`` trains on ``processes`` ranks (DDP, or FSDP2 ``fully_shard``) started
     with ``torchrun`` as a subprocess of the asset (gloo on CPU, NCCL on CUDA, one GPU per rank); a step
     then takes ``batch_size`` examples on each rank. ``checkpoint_every_steps`` saves a resumable train
-    state beside the checkpoint, which a re-run of the asset continues from (``restem_pipeline.train_state``).
+    state beside the checkpoint, which a re-run of the asset continues from (``restem_pipeline.training.state``).
     Mixed precision is ``dtype`` (bf16 autocast, fp32 master weights), the same for every strategy.
     """
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.storage.tables import SHARED, DataRoot
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -11,5 +11,6 @@ class StorageResource(dg.ConfigurableResource):
 
     data_root: str = ""
 
-    def root(self) -> DataRoot:
-        return DataRoot(self.data_root or None)
+    def root(self, experiment: str = SHARED) -> DataRoot:
+        """The data root, bound to ``experiment`` (default: what every experiment shares)."""
+        return DataRoot(self.data_root or None, experiment)

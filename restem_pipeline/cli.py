@@ -10,7 +10,7 @@ import argparse
 
 
 def add_core_commands(sub: argparse._SubParsersAction) -> None:
-    from restem_pipeline import storage
+    from restem_pipeline.storage import tables as storage
 
     p_sql = sub.add_parser("sql", help="run DuckDB SQL over every table of every problem set and iteration")
     p_sql.add_argument("query", help='e.g. "SELECT iteration, avg(reward) FROM verified_samples GROUP BY 1"')
@@ -20,10 +20,10 @@ def add_core_commands(sub: argparse._SubParsersAction) -> None:
 
     p_verify = sub.add_parser("verify", help="grade your own model outputs or programs")
     verify_sub = p_verify.add_subparsers(dest="domain", required=True)
-    from restem_pipeline.mathverify import cli as math_cli
+    from restem_pipeline.rewards.mathverify import cli as math_cli
 
     math_cli.add_parser(verify_sub)
     # --- sandbox (issue 4) registers `verify code` and `sandbox build` below ---
-    from restem_pipeline.sandbox import cli as sandbox_cli
+    from restem_pipeline.rewards.sandbox import cli as sandbox_cli
 
     sandbox_cli.add_parsers(sub, verify_sub)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from restem_pipeline import arith, shards
-from restem_pipeline.modeling import (
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEXT_PROMPTS, Prompter, template_for
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.generation.modeling import (
     TinyLlamaSpec,
     count_parameters,
     load_model,
@@ -29,18 +31,17 @@ from restem_pipeline.modeling import (
     tiny_llama,
     train_tokenizer,
 )
-from restem_pipeline.prompts import TEXT_PROMPTS, Prompter, template_for
-from restem_pipeline.rewards import verdicts_for
-from restem_pipeline.sampling import Sampler, SamplingParams
-from restem_pipeline.schema import Problem
-from restem_pipeline.training import (
+from restem_pipeline.generation.sampling import Sampler, SamplingParams
+from restem_pipeline.rewards.verdicts import verdicts_for
+from restem_pipeline.storage import shards
+from restem_pipeline.training.finetune import (
     TrainConfig,
     TrainStats,
     held_out_mask,
     save_checkpoint,
     tokenize_pairs,
-    train_causal_lm,
 )
+from restem_pipeline.training.loop import train_causal_lm
 
 Progress = Callable[[int, int], None]
 

@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from restem_pipeline.problems import BUILTIN_SETS, load_jsonl_auto
-from restem_pipeline.schema import ProblemFormatError
+from restem_pipeline.data.problems import BUILTIN_SETS, load_jsonl_auto
+from restem_pipeline.data.schema import ProblemFormatError
 
 SUFFIXES = (".jsonl.gz", ".jsonl")  # longest first: "x.jsonl.gz" is named "x"
 PARTITION_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -212,7 +212,7 @@ def next_iteration_decision(
     """``continue_decision`` for iteration ``t``, except that the last unrolled iteration always stops."""
     d = continue_decision(val_prev, val_curr, margin)
     if t >= iterations and d.continue_:
-        reason = f"{d.reason}; but iteration {t} is the last one unrolled (RESTEM_ITERATIONS={iterations}): stop"
+        reason = f"{d.reason}; but iteration {t} is the last one unrolled (the experiment has {iterations}): stop"
         return Decision(False, d.delta, reason, d.val_prev, d.val_curr, d.margin)
     return d
 

@@ -30,16 +30,17 @@ from pathlib import Path
 
 import torch
 
-from restem_pipeline import named_models
-from restem_pipeline.batching import tokenize_pairs
-from restem_pipeline.metrics import majority_answer, pass_at_k
-from restem_pipeline.modeling import load_model, load_tokenizer
-from restem_pipeline.problems import load_builtin
-from restem_pipeline.prompts import Prompter, resolve_style
-from restem_pipeline.rewards import verdicts_for
-from restem_pipeline.sampling import SamplingParams, TransformersSampler
-from restem_pipeline.schema import Problem
-from restem_pipeline.training import TrainConfig, save_checkpoint, train_causal_lm
+from restem_pipeline.data.problems import load_builtin
+from restem_pipeline.data.prompts import Prompter, resolve_style
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.evaluation.metrics import majority_answer, pass_at_k
+from restem_pipeline.generation import named_models
+from restem_pipeline.generation.modeling import load_model, load_tokenizer
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
+from restem_pipeline.rewards.verdicts import verdicts_for
+from restem_pipeline.training.batching import tokenize_pairs
+from restem_pipeline.training.finetune import TrainConfig, save_checkpoint
+from restem_pipeline.training.loop import train_causal_lm
 
 
 def log(msg: str) -> None:

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from restem_pipeline import arith  # noqa: E402
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer  # noqa: E402
-from restem_pipeline.prompts import TEMPLATES  # noqa: E402
-from restem_pipeline.train_worker import MStepJob, run_job  # noqa: E402
-from restem_pipeline.training import TrainConfig, tokenize_pairs  # noqa: E402
+from restem_pipeline.data import arith  # noqa: E402
+from restem_pipeline.data.prompts import TEMPLATES  # noqa: E402
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer  # noqa: E402
+from restem_pipeline.training.finetune import TrainConfig, tokenize_pairs  # noqa: E402
+from restem_pipeline.training.worker import MStepJob, run_job  # noqa: E402
 
 STRATEGIES = ("single", "ddp", "fsdp")
 NO_CUDA = "CUDA is not available: this check trains on GPUs with NCCL (use --cpu-smoke for gloo on CPU)"

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from restem_pipeline import arith  # noqa: E402
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer  # noqa: E402
-from restem_pipeline.prompts import template_for  # noqa: E402
-from restem_pipeline.sampling import SamplingParams, TransformersSampler  # noqa: E402
-from restem_pipeline.schema import Problem  # noqa: E402
-from restem_pipeline.training import TrainConfig, save_checkpoint, tokenize_pairs, train_causal_lm  # noqa: E402
+from restem_pipeline.data import arith  # noqa: E402
+from restem_pipeline.data.prompts import template_for  # noqa: E402
+from restem_pipeline.data.schema import Problem  # noqa: E402
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer  # noqa: E402
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler  # noqa: E402
+from restem_pipeline.training.finetune import TrainConfig, save_checkpoint, tokenize_pairs  # noqa: E402
+from restem_pipeline.training.loop import train_causal_lm  # noqa: E402
 
 
 def build_embedded(out: Path, exclude: set[str], steps: int) -> dict:

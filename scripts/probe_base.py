@@ -19,15 +19,15 @@ import time
 
 from tqdm import tqdm
 
-from restem_pipeline import named_models
-from restem_pipeline.engine import CachedSampler
-from restem_pipeline.metrics import pass_at_k
-from restem_pipeline.modeling import load_tokenizer
-from restem_pipeline.problems import load_builtin
-from restem_pipeline.prompts import Prompter, resolve_style
-from restem_pipeline.rewards import verdicts_for
-from restem_pipeline.sampling import SamplingParams
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.data.problems import load_builtin
+from restem_pipeline.data.prompts import Prompter, resolve_style
+from restem_pipeline.evaluation.metrics import pass_at_k
+from restem_pipeline.generation import named_models
+from restem_pipeline.generation.engine import CachedSampler
+from restem_pipeline.generation.modeling import load_tokenizer
+from restem_pipeline.generation.sampling import SamplingParams
+from restem_pipeline.rewards.verdicts import verdicts_for
+from restem_pipeline.storage.tables import DataRoot
 
 
 def probe(model: str, problems, style: str, few_shot: bool, n: int, max_new: int, seed: int) -> dict:

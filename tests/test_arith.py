@@ -4,8 +4,8 @@ import random
 import re
 from fractions import Fraction
 
-from restem_pipeline import arith
-from restem_pipeline.mathverify import verify
+from restem_pipeline.data import arith
+from restem_pipeline.rewards.mathverify import verify
 
 
 def _eval_expression(expr: str) -> Fraction:

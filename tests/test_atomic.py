@@ -1,4 +1,4 @@
-"""Atomic checkpoints (``restem_pipeline.atomic``): a model directory is whole at its path or the old one is."""
+"""Atomic checkpoints (``restem_pipeline.storage.atomic``): a model directory is whole at its path or the old one is."""
 
 import os
 import signal
@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from restem_pipeline.atomic import commit_file, write_dir
-from restem_pipeline.modeling import train_tokenizer
-from restem_pipeline.training import save_checkpoint
+from restem_pipeline.generation.modeling import train_tokenizer
+from restem_pipeline.storage.atomic import commit_file, write_dir
+from restem_pipeline.training.finetune import save_checkpoint
 
 
 def _files(d):
@@ -44,7 +44,7 @@ def test_a_killed_writer_leaves_the_previous_version_and_the_next_write_cleans_u
     out = tmp_path / "ckpt"
     write_dir(out, lambda d: (d / "model.bin").write_text("v1"))
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom restem_pipeline.atomic import write_dir\n"
+        "import sys, time\nfrom pathlib import Path\nfrom restem_pipeline.storage.atomic import write_dir\n"
         "def w(d):\n    (d / 'model.bin').write_text('v2, half')\n    print('written', flush=True)\n"
         "    time.sleep(60)\n"
         f"write_dir(Path({str(out)!r}), w)\n"

@@ -22,7 +22,8 @@ from assets.automation import (
 )
 from assets.definitions import build_definitions
 from resources import StorageResource
-from restem_pipeline import storage
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage import tables as storage
 from restem_pipeline.watch import (
     continue_decision,
     find_problem_set_file,
@@ -40,7 +41,7 @@ BASE_EVAL = dg.AssetKey(["baselines", "base_eval_report"])
 
 
 def _eval_key(t: int) -> dg.AssetKey:
-    return dg.AssetKey([f"iter_{t}", "eval_report"])
+    return dg.AssetKey(["restem", f"iter_{t}", "eval_report"])
 
 
 def _write(path, rows: list, raw_tail: str = "") -> None:
@@ -99,11 +100,11 @@ def test_schedule_cron_setting(monkeypatch):
             schedule_cron(bad)
     monkeypatch.setenv("RESTEM_SCHEDULE_CRON", "30 1 * * 1")
     monkeypatch.setenv("RESTEM_MIN_IMPROVEMENT", "0.02")
-    defs = build_definitions(iterations=2)
+    defs = build_definitions([Experiment("restem", iterations=2)])
     assert defs.resolve_schedule_def("evaluation_schedule").cron_schedule == "30 1 * * 1"
     monkeypatch.setenv("RESTEM_MIN_IMPROVEMENT", "two points")
     with pytest.raises(ValueError, match="got 'two points'"):
-        build_definitions(iterations=2)
+        build_definitions([Experiment("restem", iterations=2)])
 
 
 # --- scanning the folder -------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def _apply(instance, result: dg.SensorResult) -> None:
 
 def test_problem_set_sensor_new_file_gives_partition_and_first_iteration_run(tmp_path, instance):
     _write(tmp_path / "problem_sets" / "mine.jsonl", GOOD)
-    jobs = iteration_jobs(2)
+    jobs = iteration_jobs(Experiment("restem", iterations=2))
     sensor = build_problem_set_sensor(jobs[0])
     result = _sensor_tick(sensor, instance, tmp_path)
 
@@ -225,15 +226,18 @@ def test_problem_set_sensor_new_file_gives_partition_and_first_iteration_run(tmp
     }
     # the run is iteration 1 of the graph: ingest, base model and its evaluation, the iteration_1 group, and
     # the run summary refreshed at the end
-    defs = build_definitions(iterations=2)
+    defs = build_definitions([Experiment("restem", iterations=2)])
     assert sensor.job_name == "restem_iteration_1"
     selected = {k.to_user_string() for k in defs.resolve_job_def("restem_iteration_1").asset_layer.selected_asset_keys}
     assert selected == {
         "problem_set",
         "base_model",
-        "summary/run_summary",
+        "restem/summary",
         "baselines/base_eval_report",
-        *(f"iter_1/{s}" for s in ("raw_samples", "verified_samples", "training_set", "checkpoint", "eval_report")),
+        *(
+            f"restem/iter_1/{s}"
+            for s in ("raw_samples", "verified_samples", "training_set", "checkpoint", "eval_report")
+        ),
     }
 
     _apply(instance, result)
@@ -253,7 +257,7 @@ def test_problem_set_sensor_new_file_gives_partition_and_first_iteration_run(tmp
 def test_problem_set_sensor_invalid_file_gives_message_and_nothing_else(tmp_path, instance):
     folder = tmp_path / "problem_sets"
     _write(folder / "broken.jsonl", [GOOD[0], {"question": "no gold here"}])
-    sensor = build_problem_set_sensor(iteration_jobs(1)[0])
+    sensor = build_problem_set_sensor(iteration_jobs(Experiment("restem", iterations=1))[0])
     result = _sensor_tick(sensor, instance, tmp_path)
     assert not result.run_requests and not result.dynamic_partitions_requests
     msg = result.skip_reason.skip_message
@@ -273,7 +277,9 @@ def test_problem_set_sensor_valid_and_invalid_together(tmp_path, instance):
     folder = tmp_path / "problem_sets"
     _write(folder / "good.jsonl", GOOD)
     _write(folder / "bad.jsonl", GOOD, raw_tail="{not json\n")
-    result = _sensor_tick(build_problem_set_sensor(iteration_jobs(1)[0]), instance, tmp_path)
+    result = _sensor_tick(
+        build_problem_set_sensor(iteration_jobs(Experiment("restem", iterations=1))[0]), instance, tmp_path
+    )
     assert [r.partition_key for r in result.run_requests] == ["good"]
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["good"]
     error = json.loads(result.cursor)["files"]["bad.jsonl"]["error"]
@@ -304,7 +310,9 @@ def _observations(instance, t: int, partition: str) -> list[dict]:
 
 def test_early_stopping_continues_on_improvement_then_stops(instance):
     instance.add_dynamic_partitions("problem_set", ["p"])
-    sensor = build_early_stopping_sensor(3, 0.0, iteration_jobs(3)[1:])
+    sensor = build_early_stopping_sensor(
+        [Experiment("restem", iterations=3)], 0.0, iteration_jobs(Experiment("restem", iterations=3))[1:]
+    )
     _report(instance, BASE_EVAL, "p", **_val(0.40))
     _report(instance, _eval_key(1), "p", **_val(0.50))
 
@@ -313,6 +321,7 @@ def test_early_stopping_continues_on_improvement_then_stops(instance):
     assert run.job_name == "restem_iteration_2" and run.partition_key == "p"
     assert run.tags == {
         "restem/trigger": "early_stopping_sensor",
+        "restem/experiment": "restem",
         "restem/decision": "continue",
         "restem/after_iteration": "1",
         "restem/val_prev": "0.4000",
@@ -347,16 +356,18 @@ def test_early_stopping_continues_on_improvement_then_stops(instance):
 
 def test_early_stopping_margin_last_iteration_and_waiting(instance):
     instance.add_dynamic_partitions("problem_set", ["p", "q"])
-    sensor = build_early_stopping_sensor(2, 0.05, iteration_jobs(2)[1:])
+    sensor = build_early_stopping_sensor(
+        [Experiment("restem", iterations=2)], 0.05, iteration_jobs(Experiment("restem", iterations=2))[1:]
+    )
     _report(instance, _eval_key(1), "q", **_val(0.50))  # q has no base evaluation yet
     _report(instance, BASE_EVAL, "p", **_val(0.48))
     _report(instance, _eval_key(1), "p", **_val(0.53))  # +5 points, not above a 5-point margin
     first = _es_tick(sensor, instance)
     msg = first.skip_reason.skip_message
-    assert "q: iteration 1 waits for baselines/base_eval_report" in msg
-    assert "p: after iteration 1" in msg and "margin 0.0500: stop" in msg
+    assert "q/restem: iteration 1 waits for baselines/base_eval_report" in msg
+    assert "p/restem: after iteration 1" in msg and "margin 0.0500: stop" in msg
     assert [e.partition for e in first.asset_events] == ["p"]
-    assert set(json.loads(first.cursor)) == {"p/iter_1"}  # q is not recorded: it is decided once it can be
+    assert set(json.loads(first.cursor)) == {"p/restem/iter_1"}  # q is not recorded: it is decided once it can be
 
     _report(instance, BASE_EVAL, "q", **_val(0.30))  # now q can be decided: +20 points
     second = _es_tick(sensor, instance, first.cursor)
@@ -370,10 +381,12 @@ def test_early_stopping_margin_last_iteration_and_waiting(instance):
 
 def test_early_stopping_does_not_rerun_an_iteration_already_sampled_from_the_checkpoint(instance):
     instance.add_dynamic_partitions("problem_set", ["p"])
-    sensor = build_early_stopping_sensor(3, 0.0, iteration_jobs(3)[1:])
+    sensor = build_early_stopping_sensor(
+        [Experiment("restem", iterations=3)], 0.0, iteration_jobs(Experiment("restem", iterations=3))[1:]
+    )
     _report(instance, BASE_EVAL, "p", **_val(0.40))
-    _report(instance, dg.AssetKey(["iter_1", "checkpoint"]), "p")
-    _report(instance, dg.AssetKey(["iter_2", "raw_samples"]), "p")  # e.g. a whole-graph run
+    _report(instance, dg.AssetKey(["restem", "iter_1", "checkpoint"]), "p")
+    _report(instance, dg.AssetKey(["restem", "iter_2", "raw_samples"]), "p")  # e.g. a whole-graph run
     _report(instance, _eval_key(1), "p", **_val(0.50))
     result = _es_tick(sensor, instance)
     assert not result.run_requests
@@ -381,14 +394,14 @@ def test_early_stopping_does_not_rerun_an_iteration_already_sampled_from_the_che
     assert meta["restem/decision"].value == "continue"
     assert meta["restem/next_iteration"].value == "not requested: iteration 2 already sampled from checkpoint 1"
 
-    _report(instance, dg.AssetKey(["iter_1", "checkpoint"]), "p")  # a new checkpoint 1: iteration 2 is stale
+    _report(instance, dg.AssetKey(["restem", "iter_1", "checkpoint"]), "p")  # a new checkpoint 1: iteration 2 is stale
     _report(instance, _eval_key(1), "p", **_val(0.50))
     assert [r.job_name for r in _es_tick(sensor, instance, result.cursor).run_requests] == ["restem_iteration_2"]
 
 
 def test_early_stopping_reads_the_margin_from_the_environment(monkeypatch, instance):
     monkeypatch.setenv("RESTEM_MIN_IMPROVEMENT", "0.2")
-    sensor = build_automation(2).sensors[1]
+    sensor = build_automation([Experiment("restem", iterations=2)]).sensors[1]
     assert sensor.name == "early_stopping_sensor"
     instance.add_dynamic_partitions("problem_set", ["p"])
     _report(instance, BASE_EVAL, "p", **_val(0.40))
@@ -401,21 +414,22 @@ def test_early_stopping_reads_the_margin_from_the_environment(monkeypatch, insta
 
 
 def test_evaluation_schedule_requests_the_evaluations_of_built_models(instance):
-    schedule = build_evaluation_schedule(evaluation_job(2), 2, "0 3 * * *")
+    exps = [Experiment("restem", iterations=2)]
+    schedule = build_evaluation_schedule(evaluation_job(exps), exps, "0 3 * * *")
     when = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
     empty = schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
     assert isinstance(empty, dg.SkipReason)
 
     instance.add_dynamic_partitions("problem_set", ["p", "q", "r"])
     _report(instance, dg.AssetKey("base_model"), "p")
-    _report(instance, dg.AssetKey(["iter_1", "checkpoint"]), "p")
+    _report(instance, dg.AssetKey(["restem", "iter_1", "checkpoint"]), "p")
     _report(instance, dg.AssetKey("base_model"), "q")
     _report(instance, dg.AssetKey("base_model"), "gone")  # a deleted partition is not evaluated
     requests = schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
     got = {r.partition_key: {k.to_user_string() for k in r.asset_selection} for r in requests}
-    summary = "summary/run_summary"  # refreshed after the re-evaluations
+    summary = "restem/summary"  # refreshed after the re-evaluations
     assert got == {
-        "p": {"baselines/base_eval_report", "iter_1/eval_report", summary},
+        "p": {"baselines/base_eval_report", "restem/iter_1/eval_report", summary},
         "q": {"baselines/base_eval_report", summary},
     }
     assert all(r.run_key.endswith(when.isoformat()) and r.tags["restem/trigger"] == "evaluation_schedule"
@@ -424,7 +438,7 @@ def test_evaluation_schedule_requests_the_evaluations_of_built_models(instance):
 
 
 def test_definitions_register_the_automation():
-    defs = build_definitions(iterations=2)
+    defs = build_definitions([Experiment("restem", iterations=2)])
     sensors = {s.name: s for s in defs.sensors}
     assert sensors["problem_set_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["early_stopping_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
@@ -444,7 +458,7 @@ def test_sensor_run_then_stop_then_manual_iteration(tmp_path, monkeypatch, tiny_
     monkeypatch.setenv("RESTEM_MIN_IMPROVEMENT", "1.0")  # nothing can improve by more: always stop
     _write(tmp_path / "problem_sets" / "tiny.jsonl", [p.to_row() for p in tiny_problems])
     resources = tiny_resources()
-    defs = build_definitions(iterations=2, resources=resources)
+    defs = build_definitions([Experiment("restem", iterations=2)], resources=resources)
     with dg.instance_for_test() as instance:
         ps_sensor, es_sensor = (defs.resolve_sensor_def(n) for n in ("problem_set_sensor", "early_stopping_sensor"))
         tick = ps_sensor(dg.build_sensor_context(instance=instance, resources={"storage": resources["storage"]}))
@@ -454,7 +468,7 @@ def test_sensor_run_then_stop_then_manual_iteration(tmp_path, monkeypatch, tiny_
             instance=instance, partition_key=request.partition_key, tags=request.tags
         )
         assert first.success
-        assert storage.DataRoot(tmp_path).read_table("training_set", "tiny", "iter_1").height > 0
+        assert storage.DataRoot(tmp_path).of("restem").read_table("training_set", "tiny", "iter_1").height > 0
 
         decision = _es_tick(es_sensor, instance)
         assert not decision.run_requests and "stop" in decision.skip_reason.skip_message

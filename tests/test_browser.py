@@ -25,7 +25,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage.tables import DataRoot
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("RESTEM_CHROMIUM", "/usr/bin/chromium"))
@@ -83,7 +84,7 @@ def served(tmp_path, monkeypatch, tiny_base, tiny_problems):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
 
-    defs = build_definitions(iterations=2, resources=tiny_resources())
+    defs = build_definitions([Experiment("restem", iterations=2)], resources=tiny_resources())
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("problem_set", ["tiny"])
         upstream = defs.resolve_implicit_global_asset_job_def().execute_in_process(
@@ -254,13 +255,13 @@ def test_lineage_is_visible_and_iteration_1_launches_from_the_ui(chromium, serve
     assert {"key": "dagster/partition", "value": "tiny"} in run["tags"]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for name in CHAIN:
-            mats = instance.fetch_materializations(dg.AssetKey(["iter_1", name]), limit=10).records
+            mats = instance.fetch_materializations(dg.AssetKey(["restem", "iter_1", name]), limit=10).records
             assert [m.run_id for m in mats] == [run_id], name
             assert mats[0].partition_key == "tiny"
-        assert not instance.fetch_materializations(dg.AssetKey(["iter_2", "raw_samples"]), limit=1).records
+        assert not instance.fetch_materializations(dg.AssetKey(["restem", "iter_2", "raw_samples"]), limit=1).records
     data = DataRoot(root)
-    assert data.read_table("training_set", "tiny", "iter_1").height > 0
-    assert data.report_path("tiny", "iter_1", ".json").exists()
+    assert data.of("restem").read_table("training_set", "tiny", "iter_1").height > 0
+    assert data.of("restem").report_path("tiny", "iter_1", ".json").exists()
 
     pg.goto(f"{base}/locations/{LOCATION}/asset-groups/iteration_1")
     pg.get_by_text("eval_report", exact=True).first.wait_for()

@@ -18,9 +18,10 @@ import pytest
 
 from assets.checks import unscored_rate_result
 from assets.definitions import all_assets, all_checks, default_resources
-from assets.iteration import iteration_key
+from assets.experiment import iteration_key
 from resources import ChecksResource, ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage.tables import DataRoot
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def env(tmp_path_factory, tiny_base, tiny_problems):
 
 def _materialize(env, partition: str, selection) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*all_assets(1), *all_checks(1)],
+        [*all_assets([Experiment("restem", iterations=1)]), *all_checks([Experiment("restem", iterations=1)])],
         selection=selection,
         partition_key=partition,
         instance=env["instance"],
@@ -79,7 +80,7 @@ def _materialize(env, partition: str, selection) -> dg.ExecuteInProcessResult:
 def _run_checks(env, partition: str, *keys: dg.AssetCheckKey) -> dg.ExecuteInProcessResult:
     """Only the checks, on what is stored (as "Execute check" in the UI): the partition goes in as a tag."""
     return dg.materialize(
-        [*all_assets(1), *all_checks(1)],
+        [*all_assets([Experiment("restem", iterations=1)]), *all_checks([Experiment("restem", iterations=1)])],
         selection=dg.AssetSelection.checks(*keys),
         instance=env["instance"],
         resources=env["resources"],
@@ -125,14 +126,14 @@ def test_invalid_gold_rate_fails_and_blocks_the_training_set(env, badgold_run):
     assert evals["verifier_timeout_rate"].passed and evals["infra_error_rate"].passed
     # blocking: the training set never ran, so nothing was trained on a broken problem set
     assert not badgold_run.success
-    assert "iter_1/verified_samples" in _materialized(badgold_run)
-    assert "iter_1/training_set" not in _materialized(badgold_run)
-    assert not env["root"].table_path("training_set", "badgold", "iter_1").exists()
+    assert "restem/iter_1/verified_samples" in _materialized(badgold_run)
+    assert "restem/iter_1/training_set" not in _materialized(badgold_run)
+    assert not env["root"].of("restem").table_path("training_set", "badgold", "iter_1").exists()
 
 
 def test_a_duplicated_verdict_breaks_conservation(env, badgold_run):
     root = env["root"]
-    ver = root.read_table("verified_samples", "badgold", "iter_1")
+    ver = root.of("restem").read_table("verified_samples", "badgold", "iter_1")
     root.write_table(
         pl.concat([ver, ver.head(1)]).drop("problem_set", "stage"), "verified_samples", "badgold", "iter_1"
     )
@@ -145,10 +146,10 @@ def test_a_duplicated_verdict_breaks_conservation(env, badgold_run):
 
 def test_unscored_samples_over_the_cap_break_cap_holds(env, badgold_run):
     root = env["root"]
-    ver = root.read_table("verified_samples", "badgold", "iter_1")
+    ver = root.of("restem").read_table("verified_samples", "badgold", "iter_1")
     one_problem = ver.filter(pl.col("problem_id") == env["bad_ids"][0]).drop("problem_set", "stage")
     assert len(one_problem) == N > CAP and one_problem["reward"].is_null().all()
-    root.write_table(one_problem, "training_set", "badgold", "iter_1")
+    root.of("restem").write_table(one_problem, "training_set", "badgold", "iter_1")
     result = _run_checks(
         env, "badgold", _check(1, "training_set", "cap_holds"), _check(1, "training_set", "training_set_not_empty")
     )
@@ -171,14 +172,14 @@ def test_no_correct_sample_fails_not_empty_and_blocks_the_checkpoint(env):
     assert _values(evals["training_set_not_empty"]) == {"examples": 0, "problems_covered": 0}
     assert evals["cap_holds"].passed  # an empty set breaks no cap: the two failures are named apart
     assert evals["invalid_gold_rate"].passed and evals["sample_conservation"].passed
-    ver = env["root"].read_table("verified_samples", "nevercorrect", "iter_1")
+    ver = env["root"].of("restem").read_table("verified_samples", "nevercorrect", "iter_1")
     assert len(ver) > 0 and not (ver["reward"] == 1.0).any()
-    assert "iter_1/training_set" in _materialized(result)
-    assert "iter_1/checkpoint" not in _materialized(result)
+    assert "restem/iter_1/training_set" in _materialized(result)
+    assert "restem/iter_1/checkpoint" not in _materialized(result)
     # blocked by the check: the checkpoint step never started (it did not fail on its own empty input)
     started = {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START}
     assert not any("checkpoint" in s for s in started)
-    assert not env["root"].model_dir("nevercorrect", "iter_1").exists()
+    assert not env["root"].of("restem").model_dir("nevercorrect", "iter_1").exists()
 
 
 def _report(root: DataRoot, stage: str, validation: float) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline import code_problems as cp
-from restem_pipeline.sandbox import parse_tests
-from restem_pipeline.schema import ProblemFormatError
+from restem_pipeline.data import code_problems as cp
+from restem_pipeline.data.code_tasks import embedded_code_problems
+from restem_pipeline.data.schema import ProblemFormatError
+from restem_pipeline.rewards.sandbox import parse_tests
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 FIXTURE = Path(__file__).parent / "fixtures" / "apps_hf_rows.jsonl"
@@ -98,18 +99,18 @@ def test_mbpp_entry_point(names, entry):
 
 
 def test_embedded_code_task_is_deterministic():
-    a = cp.embedded_code_problems(seed=7, n=30)
-    assert a == cp.embedded_code_problems(seed=7, n=30)
-    assert a != cp.embedded_code_problems(seed=8, n=30)
+    a = embedded_code_problems(seed=7, n=30)
+    assert a == embedded_code_problems(seed=7, n=30)
+    assert a != embedded_code_problems(seed=8, n=30)
     assert {p.split for p in a} == {"train", "validation", "test"}
     assert all(p.solution and p.domain == "code" and len(parse_tests(p.tests)) == 5 for p in a)
     with pytest.raises(ValueError, match="n="):
-        cp.embedded_code_problems(n=0)
+        embedded_code_problems(n=0)
 
 
 @pytest.mark.docker
 def test_fixture_rows_solutions_pass_in_sandbox():
-    from restem_pipeline.sandbox import run_programs
+    from restem_pipeline.rewards.sandbox import run_programs
 
     ps = cp.load_apps_jsonl(FIXTURE)
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from assets.definitions import build_definitions
+from restem_pipeline.experiments import Experiment
 
 REPO = Path(__file__).resolve().parents[1]
 GPU = {
@@ -16,19 +17,24 @@ GPU = {
     "baselines/base_eval_report",
     "baselines/sft_baseline",
     "baselines/sft_eval_report",
-    *(f"iter_{t}/{a}" for t in (1, 2) for a in ("raw_samples", "checkpoint", "eval_report")),
+    *(f"restem/iter_{t}/{a}" for t in (1, 2) for a in ("raw_samples", "checkpoint", "eval_report")),
 }
-SANDBOX = {"iter_1/verified_samples", "iter_2/verified_samples"}
+SANDBOX = {"restem/iter_1/verified_samples", "restem/iter_2/verified_samples"}
 
 
 DISTILL_GPU = {
-    f"distill/{a}" for a in ("teacher_model", "teacher_eval_report", "raw_samples", "checkpoint", "eval_report")
+    "distill/teacher_model",
+    "distill/teacher_eval_report",
+    *(f"distill/iter_1/{a}" for a in ("raw_samples", "checkpoint", "eval_report")),
 }
-UNPOOLED = {"problem_set", "iter_1/training_set", "iter_2/training_set", "summary/run_summary"}
+UNPOOLED = {"problem_set", "restem/iter_1/training_set", "restem/iter_2/training_set", "restem/summary"}
 
 
 def _pools(distill: bool) -> dict[str, set[str]]:
-    g = build_definitions(iterations=2, distill=distill).resolve_asset_graph()
+    exps = [Experiment("restem", iterations=2)] + (
+        [Experiment("distill", iterations=1, policy="teacher")] if distill else []
+    )
+    g = build_definitions(exps).resolve_asset_graph()
     return {k.to_user_string(): set(g.get(k).pools) for k in g.get_all_asset_keys()}
 
 
@@ -42,8 +48,8 @@ def test_pools_are_on_the_heavy_assets_only():
 def test_the_distillation_group_shares_the_pools():
     pools = _pools(distill=True)
     assert {k for k, p in pools.items() if p == {"restem_gpu"}} == GPU | DISTILL_GPU
-    assert {k for k, p in pools.items() if p == {"restem_sandbox"}} == SANDBOX | {"distill/verified_samples"}
-    assert {k for k, p in pools.items() if not p} == UNPOOLED | {"distill/training_set"}
+    assert {k for k, p in pools.items() if p == {"restem_sandbox"}} == SANDBOX | {"distill/iter_1/verified_samples"}
+    assert {k for k, p in pools.items() if not p} == UNPOOLED | {"distill/iter_1/training_set", "distill/summary"}
 
 
 @pytest.fixture

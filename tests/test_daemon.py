@@ -72,7 +72,8 @@ def _run_for(instance: dg.DagsterInstance, partition: str):
 
 def _decision(instance: dg.DagsterInstance, partition: str) -> dict | None:
     recs = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["iter_1", "eval_report"]), asset_partitions=[partition]), 1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["restem", "iter_1", "eval_report"]), asset_partitions=[partition]),
+        1,
     ).records
     return {k: v.value for k, v in recs[0].asset_observation.metadata.items()} if recs else None
 

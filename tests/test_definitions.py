@@ -1,4 +1,4 @@
-"""The Definitions load, and the lineage is exactly the ReST-EM loop unrolled per iteration."""
+"""The Definitions load, and the lineage is exactly each experiment's loop unrolled per iteration."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 import pytest
 
-from assets.definitions import build_definitions, iterations_from_env
+from assets.definitions import build_definitions
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -17,47 +17,58 @@ def _parents(defs: dg.Definitions) -> dict[str, set[str]]:
     return {k.to_user_string(): {p.to_user_string() for p in g.get(k).parent_keys} for k in g.get_all_asset_keys()}
 
 
-def test_lineage_edges():
-    parents = _parents(build_definitions(iterations=3))
+def _key(exp: str, t: int, name: str) -> str:
+    return f"{exp}/iter_{t}/{name}"
+
+
+def test_lineage_of_restem_rest_and_distillation_side_by_side():
+    """One Definitions, the shipped experiment files: each experiment's graph under its own prefix."""
+    parents = _parents(build_definitions())
     assert parents["problem_set"] == set()
     assert parents["base_model"] == {"problem_set"}
     assert parents["baselines/sft_baseline"] == {"base_model", "problem_set"}
     assert parents["baselines/sft_eval_report"] == {"baselines/sft_baseline", "problem_set"}
     assert parents["baselines/base_eval_report"] == {"base_model", "problem_set"}
-    for t in (1, 2, 3):
-        policy = "base_model" if t == 1 else f"iter_{t - 1}/checkpoint"
-        assert parents[f"iter_{t}/raw_samples"] == {policy, "problem_set"}
-        assert parents[f"iter_{t}/verified_samples"] == {f"iter_{t}/raw_samples", "problem_set"}
-        assert parents[f"iter_{t}/training_set"] == {f"iter_{t}/verified_samples"}
-        # ReST-EM: every checkpoint fine-tunes the base model, never the previous checkpoint
-        assert parents[f"iter_{t}/checkpoint"] == {f"iter_{t}/training_set", "base_model", "problem_set"}
-        assert parents[f"iter_{t}/eval_report"] == {f"iter_{t}/checkpoint", "problem_set"}
-    assert "iter_4/raw_samples" not in parents
+    for exp in ("restem", "rest"):  # both sample from the previous iteration's model
+        for t in (1, 2, 3):
+            policy = "base_model" if t == 1 else _key(exp, t - 1, "checkpoint")
+            assert parents[_key(exp, t, "raw_samples")] == {policy, "problem_set"}
+            assert parents[_key(exp, t, "verified_samples")] == {_key(exp, t, "raw_samples"), "problem_set"}
+            assert parents[_key(exp, t, "training_set")] == {_key(exp, t, "verified_samples")}
+            assert parents[_key(exp, t, "eval_report")] == {_key(exp, t, "checkpoint"), "problem_set"}
+        assert _key(exp, 4, "raw_samples") not in parents
+    for t in (1, 2, 3):  # ReST-EM: every M-step from the base; ReST: from checkpoint t-1 (t > 1)
+        restem = {_key("restem", t, "training_set"), "base_model", "problem_set"}
+        assert parents[_key("restem", t, "checkpoint")] == restem
+        init = "base_model" if t == 1 else _key("rest", t - 1, "checkpoint")
+        assert parents[_key("rest", t, "checkpoint")] == {_key("rest", t, "training_set"), init, "problem_set"}
+    # distillation: the teacher samples, the base is fine-tuned; one iteration
+    assert parents["distill/teacher_model"] == {"problem_set"}
+    assert parents["distill/teacher_eval_report"] == {"distill/teacher_model", "problem_set"}
+    assert parents[_key("distill", 1, "raw_samples")] == {"distill/teacher_model", "problem_set"}
+    student = {_key("distill", 1, "training_set"), "base_model", "problem_set"}
+    assert parents[_key("distill", 1, "checkpoint")] == student
+    assert _key("distill", 2, "raw_samples") not in parents
+    # one iteration with 3x the samples
+    assert parents[_key("restem_3x", 1, "raw_samples")] == {"base_model", "problem_set"}
+    assert _key("restem_3x", 2, "raw_samples") not in parents
+    baselines = {"baselines/base_eval_report", "baselines/sft_eval_report"}
+    assert parents["restem/summary"] >= baselines | {_key("restem", 3, "eval_report")}
+    assert "distill/teacher_eval_report" in parents["distill/summary"]
 
 
-def test_groups_partitions_and_checks():
-    defs = build_definitions(iterations=2)
+def test_each_experiment_is_a_group_and_keeps_its_checks():
+    defs = build_definitions()
     g = defs.resolve_asset_graph()
-    node = g.get(dg.AssetKey(["iter_2", "checkpoint"]))
-    assert node.group_name == "iteration_2"
-    assert all(g.get(k).partitions_def.name == "problem_set" for k in g.get_all_asset_keys())
+    assert g.get(dg.AssetKey(["rest", "iter_2", "checkpoint"])).group_name == "rest"
+    assert g.get(dg.AssetKey(["distill", "teacher_model"])).group_name == "distill"
     checks = {(c.asset_key.to_user_string(), c.name) for c in g.asset_check_keys}
-    assert ("iter_2/verified_samples", "sample_conservation") in checks
-    assert ("iter_1/training_set", "cap_holds") in checks
-    assert ("iter_2/eval_report", "eval_unscored_rate") in checks
-    assert not any(k.startswith("distill/") for k, _ in checks)
-    with_distill = build_definitions(iterations=1, distill=True).resolve_asset_graph().asset_check_keys
-    names = {(c.asset_key.to_user_string(), c.name) for c in with_distill}
-    assert {("distill/training_set", "cap_holds"), ("distill/verified_samples", "sample_conservation")} <= names
-    assert ("distill/eval_report", "eval_unscored_rate") in names
-
-
-def test_iterations_setting(monkeypatch):
-    monkeypatch.setenv("RESTEM_ITERATIONS", "5")
-    assert iterations_from_env() == 5
-    monkeypatch.setenv("RESTEM_ITERATIONS", "zero")
-    with pytest.raises(ValueError, match="RESTEM_ITERATIONS must be an integer in 1..50, got 'zero'"):
-        iterations_from_env()
+    for exp in ("restem", "rest", "distill", "restem_3x"):
+        assert (_key(exp, 1, "verified_samples"), "sample_conservation") in checks
+        assert (_key(exp, 1, "training_set"), "cap_holds") in checks
+        assert (_key(exp, 1, "eval_report"), "eval_unscored_rate") in checks
+    jobs = {j.name for j in defs.resolve_all_job_defs()}
+    assert {"restem_iteration_1", "restem_iteration_3", "rest_iteration_2", "distill_iteration_1"} <= jobs
 
 
 def test_workspace_yaml_loads_the_definitions(tmp_path):

@@ -23,6 +23,7 @@ from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, construct_dagster_k8s_j
 
 from assets.definitions import build_definitions
 from resources import SamplerResource
+from restem_pipeline.experiments import Experiment
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 IMAGE = "restem-code:local"
@@ -277,7 +278,7 @@ def test_helm_values_render_the_same_launcher_as_k8s_dagster_yaml():
 
 @pytest.fixture(scope="module")
 def asset_job():
-    return build_definitions(iterations=2).resolve_implicit_global_asset_job_def()
+    return build_definitions([Experiment("restem", iterations=2)]).resolve_implicit_global_asset_job_def()
 
 
 def test_vllm_run_config_validates_against_the_real_job(asset_job):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline import arith
+from restem_pipeline.data import arith
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "deploy" / "docker" / "docker-compose.yaml"

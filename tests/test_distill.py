@@ -12,11 +12,12 @@ import pytest
 from conftest import TINY_BASE
 
 from assets.definitions import build_definitions
-from assets.distill import distill_key
+from assets.experiment import experiment_key, iteration_key
 from resources import DistillResource, ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline import storage
-from restem_pipeline.modeling import count_parameters, load_model
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.generation.modeling import count_parameters, load_model
 from restem_pipeline.stages import build_base_model, weight_change
+from restem_pipeline.storage import tables as storage
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +30,10 @@ TEACHER_SETTINGS = {
     "teacher_intermediate_size": 384,
     "teacher_pretrain_steps": 300,
 }
-DISTILL_KEYS = [
-    distill_key(k)
-    for k in (
-        "teacher_model",
-        "teacher_eval_report",
-        "raw_samples",
-        "verified_samples",
-        "training_set",
-        "checkpoint",
-        "eval_report",
-    )
+DISTILL = Experiment("distill", iterations=1, policy="teacher")  # as experiments/distill.yaml
+DISTILL_KEYS = [experiment_key("distill", "teacher_model"), experiment_key("distill", "teacher_eval_report")] + [
+    iteration_key(1, k, "distill")
+    for k in ("raw_samples", "verified_samples", "training_set", "checkpoint", "eval_report")
 ]
 
 
@@ -59,8 +53,7 @@ def _data_root(tmp_path_factory, problems):
 
 def _materialize(root, experiment, distill, keys, raise_on_error=True):
     defs = build_definitions(
-        iterations=1,
-        distill=True,
+        [DISTILL],
         resources={
             "storage": StorageResource(data_root=str(root)),
             "experiment": experiment,
@@ -91,7 +84,7 @@ def run(tmp_path_factory, tiny_base, tiny_problems, teacher):
     distill = DistillResource(**TEACHER_SETTINGS, teacher_model=str(teacher))
     keys = [dg.AssetKey("problem_set"), dg.AssetKey("base_model"), *DISTILL_KEYS]
     result = _materialize(root, _experiment(tiny_base), distill, keys)
-    return result, storage.DataRoot(root), tiny_base, teacher, tiny_problems
+    return result, storage.DataRoot(root, "distill"), tiny_base, teacher, tiny_problems
 
 
 def _meta(result, key: str) -> dict:
@@ -105,7 +98,7 @@ def test_every_distillation_asset_is_materialized(run):
     assert result.success
     done = {m.asset_key for m in result.get_asset_materialization_events()}
     assert set(DISTILL_KEYS) <= done
-    assert not any(k.path[0].startswith("iter_") for k in done)  # the variant runs without the iterations
+    assert not any(k.path[0] == "restem" for k in done)  # the experiment runs without the others
 
 
 def test_teacher_is_bigger_than_the_student(run):
@@ -115,40 +108,39 @@ def test_teacher_is_bigger_than_the_student(run):
 
 def test_samples_come_from_the_teacher(run):
     result, root, _, teacher, problems = run
-    raw = root.read_table("raw_samples", "tiny", "distill")
+    raw = root.read_table("raw_samples", "tiny", "iter_1")
     n_train = sum(p.split == "train" for p in problems)
     assert len(raw) == N * n_train and raw["sample_id"].n_unique() == len(raw)
     assert set(raw["model"]) == {str(teacher)}
-    assert _meta(result, "distill/raw_samples")["policy_model"] == str(teacher)
-    ver = root.read_table("verified_samples", "tiny", "distill")
+    assert _meta(result, "distill/iter_1/raw_samples")["policy_model"] == str(teacher)
+    ver = root.read_table("verified_samples", "tiny", "iter_1")
     assert sorted(ver["sample_id"]) == sorted(raw["sample_id"])
 
 
 def test_training_set_is_correct_teacher_samples_under_the_cap(run):
     result, root, *_ = run
-    kept = root.read_table("training_set", "tiny", "distill")
-    dropped = root.read_table("dropped_samples", "tiny", "distill")
-    raw = root.read_table("raw_samples", "tiny", "distill")
+    kept = root.read_table("training_set", "tiny", "iter_1")
+    dropped = root.read_table("dropped_samples", "tiny", "iter_1")
+    raw = root.read_table("raw_samples", "tiny", "iter_1")
     assert len(kept) > 0 and (kept["reward"] == 1.0).all()
     assert kept.group_by("problem_id").len()["len"].max() <= CAP
     assert set(kept["sample_id"]) <= set(raw["sample_id"])
     assert len(kept) + len(dropped) == len(raw)
-    assert _meta(result, "distill/training_set")["examples"] == len(kept)
+    assert _meta(result, "distill/iter_1/training_set")["examples"] == len(kept)
 
 
 def test_student_is_the_base_fine_tuned_on_teacher_samples(run):
     result, root, base, teacher, _ = run
-    meta = _meta(result, "distill/checkpoint")
+    meta = _meta(result, "distill/iter_1/checkpoint")
     assert meta["init_from"] == str(base)
-    assert meta["teacher"] == str(teacher)
-    assert meta["examples"] == len(root.read_table("training_set", "tiny", "distill"))
-    assert weight_change(base, root.model_dir("tiny", "distill")) > 1e-4
+    assert meta["examples"] == len(root.read_table("training_set", "tiny", "iter_1"))
+    assert weight_change(base, root.model_dir("tiny", "iter_1")) > 1e-4
 
 
 def test_student_and_teacher_reports_have_every_metric(run):
     result, root, _, teacher, _ = run
     for stage, key, model in [
-        ("distill", "distill/eval_report", str(root.model_dir("tiny", "distill"))),
+        ("iter_1", "distill/iter_1/eval_report", str(root.model_dir("tiny", "iter_1"))),
         ("teacher", "distill/teacher_eval_report", str(teacher)),
     ]:
         meta = _meta(result, key)
@@ -160,21 +152,21 @@ def test_student_and_teacher_reports_have_every_metric(run):
 
 
 def test_lineage_and_opt_in():
-    g = build_definitions(iterations=1, distill=True).resolve_asset_graph()
+    g = build_definitions([DISTILL]).resolve_asset_graph()
 
     def parents(key: str) -> set[str]:
         return {p.to_user_string() for p in g.get(dg.AssetKey.from_user_string(key)).parent_keys}
 
     assert parents("distill/teacher_model") == {"problem_set"}
-    assert parents("distill/raw_samples") == {"distill/teacher_model", "problem_set"}
-    assert parents("distill/training_set") == {"distill/verified_samples"}
+    assert parents("distill/iter_1/raw_samples") == {"distill/teacher_model", "problem_set"}
+    assert parents("distill/iter_1/training_set") == {"distill/iter_1/verified_samples"}
     # the student is the base model fine-tuned on the teacher's training set
-    assert {"base_model", "distill/training_set"} <= parents("distill/checkpoint")
-    assert "distill/teacher_model" not in parents("distill/checkpoint")
-    assert parents("distill/eval_report") == {"distill/checkpoint", "problem_set"}
+    assert {"base_model", "distill/iter_1/training_set"} <= parents("distill/iter_1/checkpoint")
+    assert "distill/teacher_model" not in parents("distill/iter_1/checkpoint")
+    assert parents("distill/iter_1/eval_report") == {"distill/iter_1/checkpoint", "problem_set"}
     assert parents("distill/teacher_eval_report") == {"distill/teacher_model", "problem_set"}
-    assert all(g.get(k).group_name == "distillation" for k in DISTILL_KEYS)
-    default_keys = build_definitions(iterations=1).resolve_asset_graph().get_all_asset_keys()
+    assert all(g.get(k).group_name == "distill" for k in DISTILL_KEYS)
+    default_keys = build_definitions([Experiment("restem", iterations=1)]).resolve_asset_graph().get_all_asset_keys()
     assert not set(DISTILL_KEYS) & set(default_keys)
 
 
@@ -182,9 +174,11 @@ def test_embedded_teacher_is_pretrained_here_and_bigger(tmp_path_factory, tiny_b
     root = _data_root(tmp_path_factory, tiny_problems)
     experiment = _experiment(tiny_base, pretrain_pool_scale=0.01, pretrain_batch_size=16)
     distill = DistillResource(**{**TEACHER_SETTINGS, "teacher_pretrain_steps": 8})
-    result = _materialize(root, experiment, distill, [dg.AssetKey("problem_set"), distill_key("teacher_model")])
+    result = _materialize(
+        root, experiment, distill, [dg.AssetKey("problem_set"), experiment_key("distill", "teacher_model")]
+    )
     meta = _meta(result, "distill/teacher_model")
-    path = storage.DataRoot(root).model_dir("tiny", "teacher")
+    path = storage.DataRoot(root, "distill").model_dir("tiny", "teacher")
     assert meta["built_here"] is True and meta["model"] == str(path) and meta["steps"] == 8
     assert meta["architecture"] == "Llama, hidden 128, 3 layers"
     assert meta["parameters"] == count_parameters(load_model(path)) > count_parameters(load_model(tiny_base))
@@ -194,7 +188,7 @@ def test_a_named_teacher_that_does_not_load_fails_naming_it(tmp_path_factory, ti
     root = _data_root(tmp_path_factory, tiny_problems)
     missing = root / "no_such_teacher"
     distill = DistillResource(teacher_model=str(missing))
-    keys = [dg.AssetKey("problem_set"), distill_key("teacher_model")]
+    keys = [dg.AssetKey("problem_set"), experiment_key("distill", "teacher_model")]
     result = _materialize(root, _experiment(tiny_base), distill, keys, raise_on_error=False)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -21,13 +21,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from restem_pipeline import arith
-from restem_pipeline.batching import rank_shards
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.train_state import state_dir_for
-from restem_pipeline.train_worker import MStepJob, run_job
-from restem_pipeline.training import TrainConfig, tokenize_pairs
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
+from restem_pipeline.training.batching import rank_shards
+from restem_pipeline.training.finetune import TrainConfig, tokenize_pairs
+from restem_pipeline.training.state import state_dir_for
+from restem_pipeline.training.worker import MStepJob, run_job
 
 TPL = TEMPLATES["arith"]
 SPEC = TinyLlamaSpec(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=256)
@@ -125,8 +126,8 @@ def test_checkpoint_asset_trains_under_torchrun_with_a_train_state(tmp_path, tin
     """
     from assets.definitions import build_definitions
     from resources import ExperimentResource, StorageResource, TrainerResource
-    from restem_pipeline import storage
     from restem_pipeline.stages import human_solution_rows, problems_frame
+    from restem_pipeline.storage import tables as storage
 
     tiny_base = tmp_path / "base"
     tok = train_tokenizer([p.prompt + " " + (p.solution or "") for p in tiny_problems], 320)
@@ -139,7 +140,7 @@ def test_checkpoint_asset_trains_under_torchrun_with_a_train_state(tmp_path, tin
         "ddp": TrainerResource(batch_size=4, strategy="ddp", processes=2, checkpoint_every_steps=2, **common),
     }.items():
         defs = build_definitions(
-            iterations=1,
+            [Experiment("restem", iterations=1)],
             resources={
                 "storage": StorageResource(data_root=str(tmp_path / name)),
                 "experiment": ExperimentResource(base_model=str(tiny_base), seed=0),
@@ -153,13 +154,13 @@ def test_checkpoint_asset_trains_under_torchrun_with_a_train_state(tmp_path, tin
         instance.add_dynamic_partitions("problem_set", ["tiny"])
         job = defs.resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(
-            instance=instance, partition_key="tiny", asset_selection=[dg.AssetKey(["iter_1", "checkpoint"])]
+            instance=instance, partition_key="tiny", asset_selection=[dg.AssetKey(["restem", "iter_1", "checkpoint"])]
         )
         assert result.success
         (event,) = result.get_asset_materialization_events()
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
-        outputs[name] = (root.model_dir("tiny", "iter_1"), meta, logs)
+        outputs[name] = (root.of("restem").model_dir("tiny", "iter_1"), meta, logs)
     (single, single_meta, _), (ddp, ddp_meta, ddp_logs) = outputs["single"], outputs["ddp"]
     assert (ddp_meta["strategy"], ddp_meta["processes"], ddp_meta["steps"]) == ("ddp", 2, 4)
     assert (single_meta["strategy"], single_meta["processes"]) == ("single", 1)

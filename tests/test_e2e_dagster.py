@@ -12,8 +12,9 @@ import pytest
 
 from assets.definitions import build_definitions
 from resources import ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline import storage
+from restem_pipeline.experiments import Experiment
 from restem_pipeline.stages import weight_change
+from restem_pipeline.storage import tables as storage
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def run(tmp_path_factory, tiny_base, tiny_problems):
         seed=0,
     )
     defs = build_definitions(
-        iterations=2,
+        [Experiment("restem", iterations=2)],
         resources={
             "storage": StorageResource(data_root=str(root)),
             "experiment": experiment,
@@ -70,8 +71,8 @@ def test_samples_are_conserved_from_raw_to_verified(run):
     _, root, _, problems = run
     n_train = sum(p.split == "train" for p in problems)
     for t in (1, 2):
-        raw = root.read_table("raw_samples", "tiny", f"iter_{t}")
-        ver = root.read_table("verified_samples", "tiny", f"iter_{t}")
+        raw = root.of("restem").read_table("raw_samples", "tiny", f"iter_{t}")
+        ver = root.of("restem").read_table("verified_samples", "tiny", f"iter_{t}")
         assert len(raw) == 4 * n_train
         assert sorted(raw["sample_id"]) == sorted(ver["sample_id"])
         assert ver["sample_id"].n_unique() == len(ver)
@@ -81,22 +82,22 @@ def test_samples_are_conserved_from_raw_to_verified(run):
 def test_cap_holds_and_training_set_is_correct_only(run):
     result, root, _, _ = run
     for t in (1, 2):
-        kept = root.read_table("training_set", "tiny", f"iter_{t}")
-        dropped = root.read_table("dropped_samples", "tiny", f"iter_{t}")
-        ver = root.read_table("verified_samples", "tiny", f"iter_{t}")
+        kept = root.of("restem").read_table("training_set", "tiny", f"iter_{t}")
+        dropped = root.of("restem").read_table("dropped_samples", "tiny", f"iter_{t}")
+        ver = root.of("restem").read_table("verified_samples", "tiny", f"iter_{t}")
         assert len(kept) > 0 and (kept["reward"] == 1.0).all()
         assert kept.group_by("problem_id").len()["len"].max() <= 2
         assert len(kept) + len(dropped) == len(ver)
-        assert _meta(result, f"iter_{t}/training_set")["max_per_problem_observed"] <= 2
+        assert _meta(result, f"restem/iter_{t}/training_set")["max_per_problem_observed"] <= 2
 
 
 def test_iteration_2_samples_from_checkpoint_1_and_checkpoints_train_from_base(run):
     result, root, base, _ = run
-    raw2 = root.read_table("raw_samples", "tiny", "iter_2")
-    assert set(raw2["model"]) == {str(root.model_dir("tiny", "iter_1"))}
+    raw2 = root.of("restem").read_table("raw_samples", "tiny", "iter_2")
+    assert set(raw2["model"]) == {str(root.of("restem").model_dir("tiny", "iter_1"))}
     for t in (1, 2):
-        assert _meta(result, f"iter_{t}/checkpoint")["init_from"] == str(base)
-        assert weight_change(base, root.model_dir("tiny", f"iter_{t}")) > 1e-4
+        assert _meta(result, f"restem/iter_{t}/checkpoint")["init_from"] == str(base)
+        assert weight_change(base, root.of("restem").model_dir("tiny", f"iter_{t}")) > 1e-4
 
 
 def test_reports_have_every_metric(run):
@@ -104,8 +105,8 @@ def test_reports_have_every_metric(run):
     for stage, key in [
         ("base", "baselines/base_eval_report"),
         ("sft", "baselines/sft_eval_report"),
-        ("iter_1", "iter_1/eval_report"),
-        ("iter_2", "iter_2/eval_report"),
+        ("iter_1", "restem/iter_1/eval_report"),
+        ("iter_2", "restem/iter_2/eval_report"),
     ]:
         meta = _meta(result, key)
         for metric in ("test/pass@1", "test/pass@2_sampled", "test/maj@2", "train/pass@1", "validation/pass@1"):
@@ -135,21 +136,22 @@ def test_code_problem_set_is_rewarded_in_the_docker_sandbox(tmp_path, tiny_base)
     """The E-step on the embedded code task: samples scored by running them in the real sandbox."""
     experiment = ExperimentResource(base_model=str(tiny_base), samples_per_problem=2, max_new_tokens=24, seed=0)
     defs = build_definitions(
-        iterations=1, resources={"storage": StorageResource(data_root=str(tmp_path)), "experiment": experiment}
+        [Experiment("restem", iterations=1)],
+        resources={"storage": StorageResource(data_root=str(tmp_path)), "experiment": experiment},
     )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("problem_set", ["code"])
     keys = [
         dg.AssetKey("problem_set"),
-        dg.AssetKey(["iter_1", "raw_samples"]),
-        dg.AssetKey(["iter_1", "verified_samples"]),
+        dg.AssetKey(["restem", "iter_1", "raw_samples"]),
+        dg.AssetKey(["restem", "iter_1", "verified_samples"]),
     ]
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, partition_key="code", asset_selection=keys)
     assert result.success
     root = storage.DataRoot(tmp_path)
     problems = root.read_table("problems", "code", "ingest")
-    ver = root.read_table("verified_samples", "code", "iter_1")
+    ver = root.of("restem").read_table("verified_samples", "code", "iter_1")
     assert set(problems["domain"]) == {"code"}
     assert len(ver) == 2 * int((problems["split"] == "train").sum())
     # a model trained on arithmetic writes no valid program: real failures, never infra errors

@@ -23,12 +23,13 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 from resources import SamplerResource
-from restem_pipeline import arith, engine_decode
-from restem_pipeline.engine import CachedSampler, SamplerMemoryError, UnsupportedModelError, native_bf16
-from restem_pipeline.engine_decode import ThreadTuner, argmax_rows, topk_rows
-from restem_pipeline.modeling import TinyLlamaSpec, load_tokenizer, tiny_llama
-from restem_pipeline.prompts import template_for
-from restem_pipeline.sampling import SamplingParams, TransformersSampler
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import template_for
+from restem_pipeline.generation import engine_decode
+from restem_pipeline.generation.engine import CachedSampler, SamplerMemoryError, UnsupportedModelError, native_bf16
+from restem_pipeline.generation.engine_decode import ThreadTuner, argmax_rows, topk_rows
+from restem_pipeline.generation.modeling import TinyLlamaSpec, load_tokenizer, tiny_llama
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
 
 REPO = Path(__file__).resolve().parents[1]
 GREEDY = SamplingParams(n=1, temperature=0.0, max_new_tokens=48)
@@ -202,8 +203,8 @@ def test_memory_budget_caps_the_batch_and_names_its_setting(tiny_base, fp32, ref
 
 OOM_SCRIPT = """
 import json, resource, sys
-from restem_pipeline.engine import CachedSampler
-from restem_pipeline.sampling import SamplingParams
+from restem_pipeline.generation.engine import CachedSampler
+from restem_pipeline.generation.sampling import SamplingParams
 path, prompts = sys.argv[1], json.loads(sys.argv[2])
 s = CachedSampler(path, dtype="float32", batch_size=512, memory_budget_mb=10**6)
 params = SamplingParams(n=128, temperature=0.0, max_new_tokens=150)

@@ -7,7 +7,7 @@ one sequence does not fit; the half-precision decode (N samples sharing one copy
 KV cache) agrees with float32 greedy on how the completions start, and its seeded samples reproduce.
 
 The checkpoint is ``$RESTEM_SMOLLM2_PATH``, else ``/tmp/restem_data/named_models/smollm2-135m``,
-else ``<$RESTEM_DATA_ROOT or ./data>/named_models/smollm2-135m`` (``restem_pipeline.named_models``
+else ``<$RESTEM_DATA_ROOT or ./data>/named_models/smollm2-135m`` (``restem_pipeline.generation.named_models``
 converts it), else one converted for this session from the installed package (CI). About a minute of CPU.
 """
 
@@ -18,9 +18,9 @@ import pytest
 import torch
 from conftest import smollm2_installed
 
-from restem_pipeline.engine import CachedSampler, SamplerMemoryError
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.sampling import SamplingParams, TransformersSampler
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.generation.engine import CachedSampler, SamplerMemoryError
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
 
 DEFAULT_PATH = Path("/tmp/restem_data/named_models/smollm2-135m")
 QUESTIONS = (

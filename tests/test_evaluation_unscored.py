@@ -5,7 +5,7 @@ import math
 import polars as pl
 import pytest
 
-from restem_pipeline.evaluation import EvalConfig, headline, summarize
+from restem_pipeline.evaluation.evaluate import EvalConfig, headline, summarize
 
 
 def _rows(pid, kind, rewards, answers=None, split="test"):

@@ -1,8 +1,6 @@
-"""ReST vs ReST-EM is a definitions-level setting: the lineage graph says what each M-step fine-tunes.
-
-``RESTEM_INIT_FROM=previous`` (ReST) makes iter_t/checkpoint depend on, and fine-tune, checkpoint t-1;
-the default ``base`` (ReST-EM) keeps every checkpoint on the base model. One real in-process Dagster
-run materializes two ReST checkpoints on a tiny base, with a held-out validation loss.
+"""ReST vs ReST-EM is an experiment's ``init_from``: the checkpoints of ``init_from: previous`` fine-tune
+checkpoint t-1. One real in-process Dagster run materializes two ReST checkpoints on a tiny base, with a
+held-out validation loss (the lineage itself: tests/test_definitions.py).
 """
 
 import math
@@ -10,43 +8,16 @@ import math
 import dagster as dg
 import pytest
 
-from assets.definitions import build_definitions, init_from_env
-from assets.iteration import build_iteration
+from assets.definitions import build_definitions
 from resources import ExperimentResource, StorageResource, TrainerResource
-from restem_pipeline import storage
+from restem_pipeline.experiments import Experiment
 from restem_pipeline.stages import human_solution_rows, problems_frame, weight_change
+from restem_pipeline.storage import tables as storage
 
 
 def _parents(defs: dg.Definitions) -> dict[str, set[str]]:
     g = defs.resolve_asset_graph()
     return {k.to_user_string(): {p.to_user_string() for p in g.get(k).parent_keys} for k in g.get_all_asset_keys()}
-
-
-def test_previous_makes_each_checkpoint_depend_on_the_last(monkeypatch):
-    monkeypatch.setenv("RESTEM_INIT_FROM", "previous")
-    parents = _parents(build_definitions(iterations=3))
-    assert parents["iter_1/checkpoint"] == {"iter_1/training_set", "base_model", "problem_set"}
-    for t in (2, 3):
-        assert parents[f"iter_{t}/checkpoint"] == {f"iter_{t}/training_set", f"iter_{t - 1}/checkpoint", "problem_set"}
-        assert parents[f"iter_{t}/raw_samples"] == {f"iter_{t - 1}/checkpoint", "problem_set"}  # unchanged
-
-
-def test_base_is_the_default_and_keeps_the_base_model(monkeypatch):
-    monkeypatch.delenv("RESTEM_INIT_FROM", raising=False)
-    assert init_from_env() == "base"
-    parents = _parents(build_definitions(iterations=2))
-    assert parents["iter_2/checkpoint"] == {"iter_2/training_set", "base_model", "problem_set"}
-    monkeypatch.setenv("RESTEM_INIT_FROM", "previous")  # an explicit argument wins over the environment
-    parents = _parents(build_definitions(iterations=2, init_from="base"))
-    assert parents["iter_2/checkpoint"] == {"iter_2/training_set", "base_model", "problem_set"}
-
-
-def test_bad_values_are_rejected_with_the_value(monkeypatch):
-    monkeypatch.setenv("RESTEM_INIT_FROM", "last")
-    with pytest.raises(ValueError, match="RESTEM_INIT_FROM must be one of base, previous, got 'last'"):
-        build_definitions(iterations=2)
-    with pytest.raises(ValueError, match="init_from must be one of base, previous, got 'checkpoint'"):
-        build_iteration(2, "checkpoint")
 
 
 @pytest.mark.slow
@@ -55,10 +26,9 @@ def test_rest_checkpoints_fine_tune_the_previous_one(tmp_path, tiny_base, tiny_p
     root.write_table(problems_frame(tiny_problems), "problems", "tiny", "ingest")
     rows = human_solution_rows(tiny_problems)
     for t in (1, 2):
-        root.write_table(rows, "training_set", "tiny", f"iter_{t}")
+        root.of("rest").write_table(rows, "training_set", "tiny", f"iter_{t}")
     defs = build_definitions(
-        iterations=2,
-        init_from="previous",
+        [Experiment("rest", iterations=2, init_from="previous")],
         resources={
             "storage": StorageResource(data_root=str(tmp_path)),
             "experiment": ExperimentResource(base_model=str(tiny_base), seed=0),
@@ -69,7 +39,7 @@ def test_rest_checkpoints_fine_tune_the_previous_one(tmp_path, tiny_base, tiny_p
     )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("problem_set", ["tiny"])
-    keys = [dg.AssetKey(["iter_1", "checkpoint"]), dg.AssetKey(["iter_2", "checkpoint"])]
+    keys = [dg.AssetKey(["rest", "iter_1", "checkpoint"]), dg.AssetKey(["rest", "iter_2", "checkpoint"])]
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, partition_key="tiny", asset_selection=keys)
     assert result.success
@@ -77,9 +47,9 @@ def test_rest_checkpoints_fine_tune_the_previous_one(tmp_path, tiny_base, tiny_p
         m.asset_key.to_user_string(): {k: v.value for k, v in m.materialization.metadata.items()}
         for m in result.get_asset_materialization_events()
     }
-    iter_1, iter_2 = root.model_dir("tiny", "iter_1"), root.model_dir("tiny", "iter_2")
-    assert meta["iter_1/checkpoint"]["init_from"] == str(tiny_base)  # t = 1: the previous model is the base
-    assert meta["iter_2/checkpoint"]["init_from"] == str(iter_1)
+    iter_1, iter_2 = root.of("rest").model_dir("tiny", "iter_1"), root.of("rest").model_dir("tiny", "iter_2")
+    assert meta["rest/iter_1/checkpoint"]["init_from"] == str(tiny_base)  # t = 1: the previous model is the base
+    assert meta["rest/iter_2/checkpoint"]["init_from"] == str(iter_1)
     assert {m["init_mode"] for m in meta.values()} == {"previous"}
     # iteration 2 continued from checkpoint 1: it is closer to it than to the base
     assert 0 < weight_change(iter_1, iter_2) < weight_change(tiny_base, iter_2)

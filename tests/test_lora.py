@@ -17,13 +17,19 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
 from resources.models import TrainerResource
-from restem_pipeline import arith
-from restem_pipeline.lora import DEFAULT_LORA_TARGETS, PeftNotInstalled, lora_adapters
-from restem_pipeline.micro_steps import StepRunner
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
-from restem_pipeline.packed_attention import packed_attention
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.training import TrainConfig, evaluate_loss, save_checkpoint, tokenize_pairs, train_causal_lm
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
+from restem_pipeline.training.finetune import (
+    TrainConfig,
+    evaluate_loss,
+    save_checkpoint,
+    tokenize_pairs,
+)
+from restem_pipeline.training.loop import train_causal_lm
+from restem_pipeline.training.lora import DEFAULT_LORA_TARGETS, PeftNotInstalled, lora_adapters
+from restem_pipeline.training.micro_steps import StepRunner
+from restem_pipeline.training.packed_attention import packed_attention
 
 pytest.importorskip("peft")
 

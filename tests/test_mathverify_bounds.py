@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from restem_pipeline.mathverify import Status, verify
-from restem_pipeline.mathverify import api as api_module
-from restem_pipeline.mathverify.extraction import extract_answers, final_boxed
-from restem_pipeline.mathverify.normalize import normalize_answer
-from restem_pipeline.mathverify.restatement import problem_pieces
-from restem_pipeline.rewards import UNSCORED, math_verdicts
+from restem_pipeline.rewards.mathverify import Status, verify
+from restem_pipeline.rewards.mathverify import api as api_module
+from restem_pipeline.rewards.mathverify.extraction import extract_answers, final_boxed
+from restem_pipeline.rewards.mathverify.normalize import normalize_answer
+from restem_pipeline.rewards.mathverify.restatement import problem_pieces
+from restem_pipeline.rewards.verdicts import UNSCORED, math_verdicts
 
 CALL_LIMIT_S = 3.0  # a whole verification; it takes milliseconds (a loaded 2-core machine: headroom)
 HARD_STOP_S = 20.0  # past this a call is interrupted, so a regression fails instead of hanging

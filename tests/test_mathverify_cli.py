@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline.mathverify import cli
+from restem_pipeline.rewards.mathverify import cli
 
 
 def _run(argv: list[str]) -> int:

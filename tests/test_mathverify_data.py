@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline.mathverify import InvalidGoldError, Status, parse_gold, verify_batch
+from restem_pipeline.rewards.mathverify import InvalidGoldError, Status, parse_gold, verify_batch
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = [

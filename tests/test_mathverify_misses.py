@@ -8,9 +8,9 @@ Does not cover: the restatement rule (``test_mathverify_restatement``) or time b
 
 import pytest
 
-from restem_pipeline.mathverify import extract_answer, verify
-from restem_pipeline.mathverify.normalize import number_words
-from restem_pipeline.rewards import math_verdicts
+from restem_pipeline.rewards.mathverify import extract_answer, verify
+from restem_pipeline.rewards.mathverify.normalize import number_words
+from restem_pipeline.rewards.verdicts import math_verdicts
 
 
 @pytest.mark.parametrize(

@@ -24,18 +24,18 @@ from typing import Any
 
 import pytest
 
-from restem_pipeline.mathverify import Status, extract_answer, verify
-from restem_pipeline.mathverify import api as api_module
-from restem_pipeline.mathverify.evaluate import _int_nth_root
-from restem_pipeline.mathverify.extraction import (
+from restem_pipeline.rewards.mathverify import Status, extract_answer, verify
+from restem_pipeline.rewards.mathverify import api as api_module
+from restem_pipeline.rewards.mathverify.evaluate import _int_nth_root
+from restem_pipeline.rewards.mathverify.extraction import (
     MAX_ANSWER_CHARS,
     _a_colon_answer,
     _gsm8k_answer,
     boxed_answers,
     extract_answers,
 )
-from restem_pipeline.mathverify.grading import MAX_PREDICTED_CHARS, Grader, judge_answers
-from restem_pipeline.mathverify.normalize import (
+from restem_pipeline.rewards.mathverify.grading import MAX_PREDICTED_CHARS, Grader, judge_answers
+from restem_pipeline.rewards.mathverify.normalize import (
     MATH_WORDS,
     SHORT_UNITS,
     normalize_answer,

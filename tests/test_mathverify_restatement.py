@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from restem_pipeline.mathverify import Status, verify, verify_batch
-from restem_pipeline.mathverify.latex_expr import parse_expr
-from restem_pipeline.mathverify.restatement import in_simplest_form, problem_pieces, restates_problem
-from restem_pipeline.rewards import math_verdicts, verdicts_for
-from restem_pipeline.schema import Problem
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.rewards.mathverify import Status, verify, verify_batch
+from restem_pipeline.rewards.mathverify.latex_expr import parse_expr
+from restem_pipeline.rewards.mathverify.restatement import in_simplest_form, problem_pieces, restates_problem
+from restem_pipeline.rewards.verdicts import math_verdicts, verdicts_for
 
 C, I = Status.CORRECT, Status.INCORRECT  # noqa: E741
 DIFFERENCE = "What is the value of $501^2-499^2$?"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from restem_pipeline.mathverify import Status, verify
+from restem_pipeline.rewards.mathverify import Status, verify
 
 C, I, U, G = Status.CORRECT, Status.INCORRECT, Status.UNPARSEABLE_PREDICTION, Status.INVALID_GOLD  # noqa: E741
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from restem_pipeline.mathverify import Status, verify, verify_batch
-from restem_pipeline.mathverify.workers import default_pool
+from restem_pipeline.rewards.mathverify import Status, verify, verify_batch
+from restem_pipeline.rewards.mathverify.workers import default_pool
 
 # sympy cannot finish this comparison in any reasonable time: the worker must be killed.
 STUCK = ("\\boxed{2^{10^{10}}}", "2")
@@ -57,7 +57,7 @@ def test_parallel_batch_matches_sequential() -> None:
 
 def test_no_process_at_import_or_for_plain_numbers() -> None:
     code = (
-        "import restem_pipeline.mathverify as mv, restem_pipeline.mathverify.workers as w, sys\n"
+        "import restem_pipeline.rewards.mathverify as mv, restem_pipeline.rewards.mathverify.workers as w, sys\n"
         "assert w._default_pool is None\n"
         "assert mv.verify('The answer is 0.5', '\\\\frac12').status == 'correct'\n"
         "r = mv.verify_batch(['#### 1,000', '\\\\boxed{(1,2]}'], ['1000', '[1,2]'])\n"

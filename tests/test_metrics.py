@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from restem_pipeline.metrics import majority_answer, pass_at_k
+from restem_pipeline.evaluation.metrics import majority_answer, pass_at_k
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from restem_pipeline import stages
-from restem_pipeline.evaluation import EvalConfig, evaluate, headline
-from restem_pipeline.modeling import TinyLlamaSpec, load_tokenizer
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.sampling import SamplingParams, TransformersSampler
-from restem_pipeline.training import IGNORE_INDEX, TrainConfig, collate, tokenize_pairs
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.evaluation.evaluate import EvalConfig, evaluate, headline
+from restem_pipeline.generation.modeling import TinyLlamaSpec, load_tokenizer
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
+from restem_pipeline.training.finetune import IGNORE_INDEX, TrainConfig, collate, tokenize_pairs
 
 TPL = TEMPLATES["arith"]
 

@@ -6,9 +6,9 @@ import struct
 import polars as pl
 import pytest
 
-from restem_pipeline import plots
-from restem_pipeline.evaluation import EvalConfig, summarize
-from restem_pipeline.metrics import pass_at_k
+from restem_pipeline.evaluation import plots
+from restem_pipeline.evaluation.evaluate import EvalConfig, summarize
+from restem_pipeline.evaluation.metrics import pass_at_k
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from restem_pipeline import problems as L
-from restem_pipeline.schema import Problem, ProblemFormatError
+from restem_pipeline.data import problems as L
+from restem_pipeline.data.schema import Problem, ProblemFormatError
 
 
 def test_math_jsonl_train_and_test(shared_data):

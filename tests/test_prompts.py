@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerFast
 
-from restem_pipeline.batching import tokenize_pairs
-from restem_pipeline.modeling import prompt_input_ids, train_tokenizer
-from restem_pipeline.prompts import CHAT_INSTRUCTIONS, Prompter, resolve_style
-from restem_pipeline.sampling import Completion, SamplingParams
-from restem_pipeline.schema import Problem
+from restem_pipeline.data.prompts import CHAT_INSTRUCTIONS, Prompter, resolve_style
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.generation.modeling import prompt_input_ids, train_tokenizer
+from restem_pipeline.generation.sampling import Completion, SamplingParams
 from restem_pipeline.stages import draw_samples
+from restem_pipeline.training.batching import tokenize_pairs
 
 # A ChatML-like template small enough to write its output out by hand below.
 TEMPLATE = (

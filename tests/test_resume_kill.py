@@ -18,16 +18,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from restem_pipeline import arith
+from restem_pipeline.data import arith
 from restem_pipeline.stages import sample_id
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.storage.tables import DataRoot
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = 32  # per problem: enough work that the kill lands between shards
 SHARD_SIZE = 6
-RAW = dg.AssetKey(["iter_1", "raw_samples"])
+RAW = dg.AssetKey(["restem", "iter_1", "raw_samples"])
 
 
 def _problems():
@@ -108,14 +108,14 @@ def uninterrupted(tmp_path_factory, tiny_base) -> pl.DataFrame:
     log = tmp / "run.log"
     _finish(_start(env, "problem_set,base_model,iter_1/raw_samples", log), log)
     assert _latest_metadata(env)["shards_resumed"] == 0
-    return root.read_table("raw_samples", "tiny", "iter_1")
+    return root.of("restem").read_table("raw_samples", "tiny", "iter_1")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_killed_run_resumes_exactly_once(tmp_path, tiny_base, uninterrupted, sig):
     env, root = _setup(tmp_path, tiny_base)
-    table = root.table_path("raw_samples", "tiny", "iter_1")
-    shard_dir = root.shard_dir("raw_samples", "tiny", "iter_1")
+    table = root.of("restem").table_path("raw_samples", "tiny", "iter_1")
+    shard_dir = root.of("restem").shard_dir("raw_samples", "tiny", "iter_1")
     n_shards = -(-120 // SHARD_SIZE)
     log = tmp_path / "run.log"
 
@@ -138,7 +138,7 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_base, uninterrupted, sig
     contents = {p.name: pl.read_parquet(p) for p in committed}
 
     resume_log = tmp_path / "resume.log"
-    proc = _start(env, "iter_1/raw_samples", resume_log)
+    proc = _start(env, "restem/iter_1/raw_samples", resume_log)
     seen: dict[str, set] = {name: set() for name in before}
     while proc.poll() is None:  # watch the pre-kill shards until the run removes the directory
         for name in before:
@@ -158,7 +158,7 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_base, uninterrupted, sig
     assert any(seen.values()), "the resumed run was never observed with the old shards in place"
     assert not shard_dir.exists()
 
-    final = root.read_table("raw_samples", "tiny", "iter_1")
+    final = root.of("restem").read_table("raw_samples", "tiny", "iter_1")
     train = [p.id for p in _problems() if p.split == "train"]
     assert len(final) == len(train) * SAMPLES == final["sample_id"].n_unique()
     assert set(final["sample_id"]) == {sample_id("tiny", "iter_1", p, j) for p in train for j in range(SAMPLES)}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from restem_pipeline.sandbox import cli as sandbox_cli
+from restem_pipeline.rewards.sandbox import cli as sandbox_cli
 
 
 def _run(argv: list[str]) -> int:
@@ -86,7 +86,7 @@ def test_unsafe_local_backend_is_opt_in_and_labelled(tmp_path, capsys):
 
 @pytest.mark.docker
 def test_sandbox_build_is_a_no_op_when_up_to_date(capsys):
-    from restem_pipeline.sandbox.image import image_ref
+    from restem_pipeline.rewards.sandbox.image import image_ref
 
     assert _run(["sandbox", "build"]) == 0
     captured = capsys.readouterr()

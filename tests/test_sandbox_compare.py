@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from restem_pipeline.sandbox import TestSpecError, overall_status, parse_tests, stdout_matches, value_matches
-from restem_pipeline.sandbox.results import ProgramResult
+from restem_pipeline.rewards.sandbox import TestSpecError, overall_status, parse_tests, stdout_matches, value_matches
+from restem_pipeline.rewards.sandbox.results import ProgramResult
 
 STDOUT_ROWS = [
     # (got, expected, matches)

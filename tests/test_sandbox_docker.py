@@ -14,9 +14,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from restem_pipeline import code_problems as cp
-from restem_pipeline.sandbox import SandboxPool, run_programs
-from restem_pipeline.sandbox.workers import LABEL
+from restem_pipeline.data import code_problems as cp
+from restem_pipeline.data.code_tasks import embedded_code_problems
+from restem_pipeline.rewards.sandbox import SandboxPool, run_programs
+from restem_pipeline.rewards.sandbox.workers import LABEL
 
 pytestmark = pytest.mark.docker
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -135,7 +136,7 @@ def test_plus_sets_sample(pool):
 
 
 def test_embedded_code_task_reference_solutions_pass(pool):
-    problems = cp.embedded_code_problems(seed=1, n=16)
+    problems = embedded_code_problems(seed=1, n=16)
     res = pool.run_programs([p.solution for p in problems], [p.tests for p in problems])
     assert _statuses(res) == ["pass"] * 16
     res = pool.run_programs(["print(0)"] * 16, [p.tests for p in problems])

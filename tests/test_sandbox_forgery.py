@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from restem_pipeline import code_problems as cp
-from restem_pipeline.code_plus import plus_test_code
-from restem_pipeline.sandbox import SandboxPool
+from restem_pipeline.data import code_problems as cp
+from restem_pipeline.data.code_plus import plus_test_code
+from restem_pipeline.rewards.sandbox import SandboxPool
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SECRET = 731946
@@ -88,7 +88,7 @@ FIND_SECRET = (
 # (name, program, tests)
 ONE_FAKE = (
     "def forge():\n    import os\n    for fd in range(3, 1024):\n"
-    "        try: os.write(fd, b'{\"status\": \"ok\", \"done\": true}')\n"
+    '        try: os.write(fd, b\'{"status": "ok", "done": true}\')\n'
     "        except OSError: pass\n    os._exit(0)\n"
 )
 PLUS_FLOAT = json.dumps(
@@ -134,9 +134,7 @@ FORGERIES = [
     ("fake verdicts from a thread", FAKE + WRONG + "import threading\nthreading.Thread(target=spray).start()\n", MB),
     (
         "fake verdicts from a signal handler",
-        FAKE
-        + WRONG
-        + "import signal\nsignal.signal(signal.SIGALRM, lambda *a: spray())\n"
+        FAKE + WRONG + "import signal\nsignal.signal(signal.SIGALRM, lambda *a: spray())\n"
         "signal.setitimer(signal.ITIMER_REAL, 0.01)\n"
         "import time\ntime.sleep(0.1)\n",
         MB,
@@ -184,8 +182,7 @@ FORGERIES = [
     ),
     (
         "the runner's modules and frames patched",
-        WRONG
-        + "import sys\nfor m in list(sys.modules.values()):\n"
+        WRONG + "import sys\nfor m in list(sys.modules.values()):\n"
         "    for k in ('encode', 'write_frame', 'check', 'classify'):\n"
         "        if hasattr(m, k):\n            try: setattr(m, k, lambda *a, **kw: {'status': 'ok', 'done': True})\n"
         "            except Exception: pass\n"

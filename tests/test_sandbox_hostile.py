@@ -15,8 +15,8 @@ import time
 import docker
 import pytest
 
-from restem_pipeline.sandbox import SandboxPool
-from restem_pipeline.sandbox.workers import LABEL
+from restem_pipeline.rewards.sandbox import SandboxPool
+from restem_pipeline.rewards.sandbox.workers import LABEL
 
 SECRET = "hunter2-restem"
 S = json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})

@@ -7,8 +7,8 @@ import socket
 import docker
 import pytest
 
-from restem_pipeline.sandbox import SandboxPool, image
-from restem_pipeline.sandbox.workers import LABEL, OWNER_LABEL, remove_stale_containers
+from restem_pipeline.rewards.sandbox import SandboxPool, image
+from restem_pipeline.rewards.sandbox.workers import LABEL, OWNER_LABEL, remove_stale_containers
 
 
 def test_image_tag_hashes_the_runner_source(tmp_path, monkeypatch):
@@ -78,8 +78,9 @@ def test_program_and_checker_run_as_two_unprivileged_users():
         "    users = sorted({os.stat(f'/proc/{p}').st_uid for p in os.listdir('/proc') if p.isdigit()})\n"
         "    return [os.getuid(), os.getgid(), caps[0], users]\n"
     )
-    tests = json.dumps({"test_code": "assert who(0) == [65534, 65534, '0000000000000000', [0, 65533, 65534]]",
-                        "entry_point": "who"})
+    tests = json.dumps(
+        {"test_code": "assert who(0) == [65534, 65534, '0000000000000000', [0, 65533, 65534]]", "entry_point": "who"}
+    )
     with SandboxPool(workers=1) as pool:
         (r,) = pool.run_programs([prog], [tests], timeout_s=5)
     assert r.status == "pass", r.detail

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from restem_pipeline.sandbox import checker
+from restem_pipeline.rewards.sandbox import checker
 
 SPIN = [sys.executable, "-c", "while True: pass"]
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from restem_pipeline.sandbox import plaindata as pd
+from restem_pipeline.rewards.sandbox import plaindata as pd
 
 
 def roundtrip(value, **kw):

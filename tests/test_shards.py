@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from resources import ExperimentResource
-from restem_pipeline import shards
-from restem_pipeline.modeling import load_model
-from restem_pipeline.prompts import Prompter, template_for
-from restem_pipeline.sampling import SamplingParams, TransformersSampler
+from restem_pipeline.data.prompts import Prompter, template_for
+from restem_pipeline.generation.modeling import load_model
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler
 from restem_pipeline.stages import RAW_SCHEMA, draw_samples_resumable, sample_id
+from restem_pipeline.storage import shards
 
 ZERO_SHOT = Prompter("text", few_shot=False)
 PARAMS = SamplingParams(n=2, max_new_tokens=24, seed=7)

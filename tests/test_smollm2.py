@@ -16,15 +16,15 @@ import pytest
 import torch
 from conftest import smollm2_installed
 
-from restem_pipeline import named_models
-from restem_pipeline.batching import tokenize_pairs
-from restem_pipeline.engine import CachedSampler
-from restem_pipeline.modeling import load_tokenizer, prompt_input_ids
-from restem_pipeline.prompts import Prompter
-from restem_pipeline.sampling import SamplingParams
-from restem_pipeline.schema import Problem
+from restem_pipeline.data.prompts import Prompter
+from restem_pipeline.data.schema import Problem
+from restem_pipeline.generation import named_models
+from restem_pipeline.generation.engine import CachedSampler
+from restem_pipeline.generation.modeling import load_tokenizer, prompt_input_ids
+from restem_pipeline.generation.sampling import SamplingParams
 from restem_pipeline.stages import fine_tune, training_pairs
-from restem_pipeline.training import TrainConfig
+from restem_pipeline.training.batching import tokenize_pairs
+from restem_pipeline.training.finetune import TrainConfig
 
 pytestmark = pytest.mark.real_model
 

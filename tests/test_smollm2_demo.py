@@ -15,8 +15,8 @@ import pytest
 from conftest import smollm2_installed
 
 from assets.demo import demo_settings, run_demo
-from restem_pipeline import named_models
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.generation import named_models
+from restem_pipeline.storage.tables import DataRoot
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -49,11 +49,11 @@ def test_quick_demo_on_the_real_model(tmp_path):
     assert mat.metadata["prompt_style"].value == "chat/few-shot"
 
     root = DataRoot(tmp_path)
-    raw = root.read_table("raw_samples", "arith", "iter_1")
+    raw = root.of("restem").read_table("raw_samples", "arith", "iter_1")
     assert set(raw["prompt_style"]) == {"chat/few-shot"} and raw["model"][0].endswith("named_models/smollm2-135m")
     # iteration 2 samples from iteration 1's checkpoint; both M-steps had correct samples to train on
-    raw2 = root.read_table("raw_samples", "arith", "iter_2")
+    raw2 = root.of("restem").read_table("raw_samples", "arith", "iter_2")
     assert raw2["model"][0].endswith("models/arith/iter_1")
     for t in (1, 2):
-        kept = root.read_table("training_set", "arith", f"iter_{t}")
+        kept = root.of("restem").read_table("training_set", "arith", f"iter_{t}")
         assert len(kept) > 0 and set(kept["reward"]) == {1.0}

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from restem_pipeline import stages
-from restem_pipeline.schema import Problem
+from restem_pipeline.data.schema import Problem
 
 PROBLEMS = [
     Problem("p1", "math", "1+1?", "t", answer="2", level=1),

@@ -5,7 +5,7 @@ import argparse
 import polars as pl
 import pytest
 
-from restem_pipeline import storage
+from restem_pipeline.storage import tables as storage
 
 
 def test_write_read_and_query_across_sets_and_stages(tmp_path):
@@ -13,9 +13,9 @@ def test_write_read_and_query_across_sets_and_stages(tmp_path):
     for ps in ("a", "b"):
         for t in (1, 2):
             df = pl.DataFrame({"sample_id": [f"{ps}{t}x", f"{ps}{t}y"], "reward": [1.0, 0.0 if t == 1 else 1.0]})
-            root.write_table(df, "verified_samples", ps, f"iter_{t}")
-    back = root.read_table("verified_samples", "a", "iter_2")
-    assert back.columns == ["sample_id", "reward", "problem_set", "stage"]
+            root.of("restem").write_table(df, "verified_samples", ps, f"iter_{t}")
+    back = root.of("restem").read_table("verified_samples", "a", "iter_2")
+    assert back.columns == ["sample_id", "reward", "problem_set", "experiment", "stage"]
     out = storage.query(
         "SELECT stage, sum(reward) AS r, count(*) AS n FROM verified_samples GROUP BY 1 ORDER BY 1", root
     )
@@ -39,12 +39,12 @@ def test_failed_write_keeps_the_previous_table(tmp_path, monkeypatch):
 @pytest.mark.parametrize("bad", ["../x", "a b", "", "a/b"])
 def test_names_are_checked(tmp_path, bad):
     with pytest.raises(ValueError, match="problem set"):
-        storage.DataRoot(tmp_path).table_path("raw_samples", bad, "iter_1")
+        storage.DataRoot(tmp_path).of("restem").table_path("raw_samples", bad, "iter_1")
 
 
 def test_unknown_table_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown table 'samples'"):
-        storage.DataRoot(tmp_path).table_path("samples", "a", "iter_1")
+        storage.DataRoot(tmp_path).of("restem").table_path("samples", "a", "iter_1")
 
 
 def test_sql_command_output_and_errors(tmp_path, capsys):

@@ -15,9 +15,10 @@ import pytest
 
 from assets.summary import best_by_validation, build_summary
 from resources import StorageResource
-from restem_pipeline import plots
-from restem_pipeline.evaluation import EvalConfig, headline, summarize
-from restem_pipeline.storage import DataRoot
+from restem_pipeline.evaluation import plots
+from restem_pipeline.evaluation.evaluate import EvalConfig, headline, summarize
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.storage.tables import DataRoot
 
 CFG = EvalConfig(k=4)
 # stage -> greedy accuracy per split (tenths: 10 problems per split, levels 1 and 2 alternating)
@@ -49,6 +50,7 @@ def eval_samples(acc: dict[str, float]) -> pl.DataFrame:
 
 def store_report(root: DataRoot, stage: str, acc: dict[str, float], with_curve: bool = True) -> dict:
     """What ``evaluation_result`` stores: the eval tables and the JSON report."""
+    root = root.of("shared" if stage in ("base", "sft") else "restem")  # baselines are shared
     samples = eval_samples(acc)
     summary = summarize(samples, CFG)
     root.write_table(samples, "eval_samples", "toy", stage)
@@ -63,7 +65,7 @@ def materialize(root: DataRoot) -> dg.ExecuteInProcessResult:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("problem_set", ["toy"])
     return dg.materialize(
-        [build_summary(3)],
+        [build_summary(Experiment("restem", iterations=3))],
         partition_key="toy",
         instance=instance,
         resources={"storage": StorageResource(data_root=str(root.root))},
@@ -73,7 +75,7 @@ def materialize(root: DataRoot) -> dg.ExecuteInProcessResult:
 
 def metadata(result) -> dict:
     (mat,) = result.get_asset_materialization_events()
-    assert mat.asset_key == dg.AssetKey(["summary", "run_summary"])
+    assert mat.asset_key == dg.AssetKey(["restem", "summary"])
     return {k: v.value for k, v in mat.materialization.metadata.items()}
 
 
@@ -89,7 +91,7 @@ def test_summary_table_matches_the_stored_reports(stored):
     result = materialize(root)
     assert result.success
     meta = metadata(result)
-    doc = json.loads(root.report_path("toy", "summary", ".json").read_text())
+    doc = json.loads(root.of("restem").report_path("toy", "summary", ".json").read_text())
     table = {row["model"]: row for row in doc["table"]}
     assert list(table) == ["base", "SFT", "iter 1", "iter 2"]
     for stage, r in reports.items():
@@ -114,7 +116,7 @@ def test_best_iteration_and_stopped_improving(stored):
     assert meta["best_iteration_by_validation"] == 1
     assert meta["best_validation/pass@1"] == pytest.approx(0.6)
     assert meta["validation_stopped_improving"] is True
-    md = root.report_path("toy", "summary", ".md").read_text()
+    md = root.of("restem").report_path("toy", "summary", ".md").read_text()
     assert "Best iteration by validation pass@1: **1** (0.600)" in md
     assert "Not in storage yet: iter_3." in md
     # iteration 3 arrives and beats iteration 1: the summary follows the stored reports
@@ -127,13 +129,13 @@ def test_best_iteration_and_stopped_improving(stored):
 def test_plots_are_files_and_inline_metadata(stored):
     root, _ = stored
     meta = metadata(materialize(root))
-    png = root.report_path("toy", "summary", ".png")
+    png = root.of("restem").report_path("toy", "summary", ".png")
     assert meta["summary_png"] == str(png)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     inline = re.fullmatch(r"!\[summary\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", meta["plots"])
     assert inline and base64.b64decode(inline.group(1)) == data
-    doc = json.loads(root.report_path("toy", "summary", ".json").read_text())
+    doc = json.loads(root.of("restem").report_path("toy", "summary", ".json").read_text())
     # SFT's report has no stored curve: it is computed from its eval_samples table instead
     sft_curve = plots.pass_at_k_curve(root.read_table("eval_samples", "toy", "sft"))
     assert doc["pass_at_k_curves"]["SFT"] == {str(k): pytest.approx(v) for k, v in sft_curve.items()}

@@ -1,6 +1,6 @@
 """Resumable M-step: a run killed with SIGKILL and run again ends where an uninterrupted run ends.
 
-A real training process (``python -m restem_pipeline.train_worker``, or torchrun for FSDP) saves its
+A real training process (``python -m restem_pipeline.training.worker``, or torchrun for FSDP) saves its
 train state every few steps; the test waits until the state is past step k, kills the process (its
 whole process group for torchrun) with SIGKILL, runs the same job again to completion and compares
 with an uninterrupted run. Tolerances asserted: one process in fp32 on CPU, **bitwise** equal weights
@@ -23,13 +23,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from restem_pipeline import arith
-from restem_pipeline.distributed import REPO_ROOT, torchrun_command
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.train_state import state_dir_for
-from restem_pipeline.train_worker import MODULE, MStepJob, run_job, stats_from_json
-from restem_pipeline.training import TrainConfig, tokenize_pairs
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
+from restem_pipeline.training.distributed import REPO_ROOT, torchrun_command
+from restem_pipeline.training.finetune import TrainConfig, tokenize_pairs
+from restem_pipeline.training.state import state_dir_for
+from restem_pipeline.training.worker import MODULE, MStepJob, run_job, stats_from_json
 
 TPL = TEMPLATES["arith"]
 SPEC = TinyLlamaSpec(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=256)

@@ -12,20 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from restem_pipeline import arith
-from restem_pipeline.batching import IGNORE_INDEX, micro_batch, pack_rows, plan_micro_batches
-from restem_pipeline.micro_steps import StepRunner, autocast_dtype, cpu_has_native_bf16, micro_batch_logits
-from restem_pipeline.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
-from restem_pipeline.packed_attention import NAME, packed_attention
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.training import (
+from restem_pipeline.data import arith
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.generation.modeling import TinyLlamaSpec, tiny_llama, train_tokenizer
+from restem_pipeline.training.batching import IGNORE_INDEX, micro_batch, pack_rows, plan_micro_batches
+from restem_pipeline.training.finetune import (
     TrainConfig,
     evaluate_loss,
     held_out_mask,
     lr_at,
     tokenize_pairs,
-    train_causal_lm,
 )
+from restem_pipeline.training.loop import train_causal_lm
+from restem_pipeline.training.micro_steps import StepRunner, autocast_dtype, cpu_has_native_bf16, micro_batch_logits
+from restem_pipeline.training.packed_attention import NAME, packed_attention
 
 TPL = TEMPLATES["arith"]
 SPEC = TinyLlamaSpec(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=256)

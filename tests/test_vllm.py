@@ -16,10 +16,11 @@ import torch
 
 from assets.definitions import build_definitions
 from resources import ExperimentResource, SamplerResource, StorageResource
-from restem_pipeline.modeling import load_model, load_tokenizer
-from restem_pipeline.prompts import TEMPLATES
-from restem_pipeline.sampling import SamplingParams, TransformersSampler, batch_seed
-from restem_pipeline.sampling_vllm import (
+from restem_pipeline.data.prompts import TEMPLATES
+from restem_pipeline.experiments import Experiment
+from restem_pipeline.generation.modeling import load_model, load_tokenizer
+from restem_pipeline.generation.sampling import SamplingParams, TransformersSampler, batch_seed
+from restem_pipeline.generation.sampling_vllm import (
     VLLMNotInstalled,
     VLLMSampler,
     check_engine_settings,
@@ -53,7 +54,7 @@ def test_a_dagster_run_with_the_vllm_backend_fails_with_that_error(tmp_path, tin
     with open(tmp_path / "problem_sets" / "tiny.jsonl", "w") as f:
         f.writelines(json.dumps(p.to_row()) + "\n" for p in tiny_problems)
     defs = build_definitions(
-        iterations=1,
+        [Experiment("restem", iterations=1)],
         resources={
             "storage": StorageResource(data_root=str(tmp_path)),
             "experiment": ExperimentResource(base_model=str(tiny_base), eval_k=2, eval_train_subset=8),

@@ -58,10 +58,10 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         assert nodes, "the webserver did not serve the asset graph within 180 s"
         deps = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
         groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-        assert deps["iter_2/raw_samples"] == {"iter_1/checkpoint", "problem_set"}
-        assert deps["iter_2/checkpoint"] == {"iter_2/training_set", "base_model", "problem_set"}
-        assert groups["iter_2/eval_report"] == "iteration_2"
-        assert "iter_3/raw_samples" not in deps  # RESTEM_ITERATIONS is read when the server loads the code
+        assert deps["restem/iter_2/raw_samples"] == {"restem/iter_1/checkpoint", "problem_set"}
+        assert deps["restem/iter_2/checkpoint"] == {"restem/iter_2/training_set", "base_model", "problem_set"}
+        assert groups["restem/iter_2/eval_report"] == "iteration_2"
+        assert "restem/iter_3/raw_samples" not in deps  # RESTEM_ITERATIONS is read when the server loads the code
     finally:
         server.terminate()
         try:

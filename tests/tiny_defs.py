@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets.definitions import build_definitions
 from resources import ExperimentResource, StorageResource, TrainerResource
+from restem_pipeline.experiments import Experiment
 
 ENV_SETTINGS = {"RESTEM_TINY_SAMPLES_PER_PROBLEM": "samples_per_problem", "RESTEM_TINY_SHARD_SIZE": "shard_size"}
 
@@ -47,4 +48,4 @@ def tiny_resources() -> dict:
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(iterations=2, resources=tiny_resources())
+    return build_definitions([Experiment("restem", iterations=2)], resources=tiny_resources())

@@ -1,0 +1,202 @@
+"""The embedded offline problem set: multi-step arithmetic word problems, deterministic by seed.
+
+A problem at level L applies L operations (+, -, x, /) to a starting quantity, in the style of
+GSM8K. Each problem has two kinds of worked solution:
+
+- ``worked_solution``: one equation per step (``12 + 5 = 17. 17 * 3 = 51.``) ending in
+  ``\\boxed{answer}``. The *pretraining pool* that builds the base model is written this way, so the
+  base model's own samples look like it.
+- ``human_solution``: what a person writes: terser and varied (several steps folded into one
+  expression, running totals without operators, or prose). The SFT baseline trains on these, as the
+  paper's human-data baseline does.
+
+Levels skew easy in the pretraining pool and are uniform in the train/validation/test splits.
+Splits and the pool never share a problem text. Nothing here tokenizes or trains.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from restem_pipeline.data.schema import Problem
+
+NAMES = [
+    ("Ann", "She", "her"),
+    ("Ben", "He", "him"),
+    ("Cara", "She", "her"),
+    ("Dev", "He", "him"),
+    ("Eli", "He", "him"),
+    ("Fay", "She", "her"),
+    ("Gus", "He", "him"),
+    ("Hana", "She", "her"),
+    ("Ivo", "He", "him"),
+    ("Jade", "She", "her"),
+    ("Kai", "He", "him"),
+    ("Lena", "She", "her"),
+]
+ITEMS = ["apple", "marble", "coin", "stamp", "book", "shell", "card", "pencil", "sticker", "cookie"]
+MAX_VALUE = 60
+# Pretraining pool per level (1..5): skewed to easy levels but holding some hard ones, so the base
+# model's samples at hard levels are sometimes right for the right reason (see README).
+POOL_PER_LEVEL = (7000, 7000, 3000, 1500, 1500)
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str  # one of + - * /
+    operand: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class ArithProblem:
+    text: str
+    start: int
+    steps: tuple[Step, ...]
+    name: str
+    item: str
+
+    @property
+    def answer(self) -> int:
+        return self.steps[-1].after
+
+    @property
+    def level(self) -> int:
+        return len(self.steps)
+
+
+def _sentence(op: str, x: int, pron: str, obj: str, item: str, rng: random.Random) -> str:
+    options = {
+        "+": [f"{pron} buys {x} more.", f"{pron} finds {x} more {item}s.", f"A friend gives {obj} {x} more."],
+        "-": [f"{pron} gives away {x}.", f"{pron} loses {x} {item}s.", f"{pron} sells {x} of them."],
+        "*": [f"Then {pron.lower()} gets {x} times as many.", f"{pron} makes the pile {x} times bigger."],
+        "/": [
+            f"{pron} splits them equally into {x} groups and keeps one group.",
+            f"{pron} keeps one of {x} equal shares.",
+        ],
+    }
+    return rng.choice(options[op])
+
+
+def _next_step(value: int, rng: random.Random) -> Step:
+    while True:
+        op = rng.choice("++--*/")
+        if op == "+":
+            x = rng.randint(1, 9)
+            after = value + x
+        elif op == "-":
+            x = rng.randint(1, 9)
+            after = value - x
+        elif op == "*":
+            x = rng.randint(2, 3)
+            after = value * x
+        else:
+            divisors = [d for d in (2, 3) if value % d == 0 and value > 0]
+            if not divisors:
+                continue
+            x = rng.choice(divisors)
+            after = value // x
+        if 0 <= after <= MAX_VALUE:
+            return Step(op, x, value, after)
+
+
+def make_problem(level: int, rng: random.Random) -> ArithProblem:
+    if not 1 <= level <= 5:
+        raise ValueError(f"level must be 1..5, got {level}")
+    name, pron, obj = rng.choice(NAMES)
+    item = rng.choice(ITEMS)
+    start = rng.randint(2, 20)
+    steps, value = [], start
+    for _ in range(level):
+        step = _next_step(value, rng)
+        steps.append(step)
+        value = step.after
+    sentences = [f"{name} has {start} {item}s."]
+    sentences += [_sentence(s.op, s.operand, pron, obj, item, rng) for s in steps]
+    sentences.append(f"How many {item}s does {name} have now?")
+    return ArithProblem(" ".join(sentences), start, tuple(steps), name, item)
+
+
+def worked_solution(p: ArithProblem) -> str:
+    lines = [f"{s.before} {s.op} {s.operand} = {s.after}." for s in p.steps]
+    return " ".join(lines) + f" The answer is \\boxed{{{p.answer}}}."
+
+
+def _expression(start: int, steps: tuple[Step, ...] | list[Step]) -> str:
+    """Steps folded into one correctly parenthesized expression, e.g. ``(12 + 5) * 3 - 7``."""
+    expr = str(start)
+    for s in steps:
+        expr = f"({expr}) {s.op} {s.operand}" if s.op in "*/" and " " in expr else f"{expr} {s.op} {s.operand}"
+    return expr
+
+
+def human_solution(p: ArithProblem, rng: random.Random) -> str:
+    """A terse, varied reference, as people write them: prose, folded steps, a one-line expression."""
+    style = rng.randrange(3)
+    if style == 0 or p.level == 1:  # prose with the arithmetic inline
+        parts = [f"{s.before} {s.op} {s.operand} = {s.after}" for s in p.steps]
+        body = parts[0] if len(parts) == 1 else ", then ".join(parts)
+        return f"{p.name} has {body}. \\boxed{{{p.answer}}}"
+    if style == 1:  # two steps folded into one expression per clause
+        pairs = [p.steps[i : i + 2] for i in range(0, len(p.steps), 2)]
+        parts = [f"{_expression(pair[0].before, pair)} = {pair[-1].after}" for pair in pairs]
+        return "; ".join(parts) + f", so {p.name} has \\boxed{{{p.answer}}}."
+    if p.level <= 3:  # the whole computation as one expression
+        return f"{_expression(p.start, p.steps)} = {p.answer}. \\boxed{{{p.answer}}}"
+    mid = len(p.steps) // 2
+    first, second = p.steps[:mid], p.steps[mid:]
+    return (
+        f"First {_expression(p.start, first)} = {first[-1].after}. "
+        f"Then {_expression(first[-1].after, second)} = {p.answer}. Answer: \\boxed{{{p.answer}}}"
+    )
+
+
+def _generate(counts: list[int], rng: random.Random, seen: set[str]) -> list[ArithProblem]:
+    out = []
+    for level, n in enumerate(counts, start=1):
+        made = 0
+        while made < n:
+            p = make_problem(level, rng)
+            if p.text in seen:
+                continue
+            seen.add(p.text)
+            out.append(p)
+            made += 1
+    rng.shuffle(out)
+    return out
+
+
+def embedded_problem_set(
+    seed: int = 0, n_train: int = 600, n_validation: int = 200, n_test: int = 400, name: str = "arith"
+) -> list[Problem]:
+    """Train / validation / test problems, levels uniform, with human reference solutions."""
+    rng = random.Random(f"arith-splits-{seed}")
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for split, n in (("train", n_train), ("validation", n_validation), ("test", n_test)):
+        per_level = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]
+        for i, p in enumerate(_generate(per_level, rng, seen)):
+            problems.append(
+                Problem(
+                    id=f"{name}/{split}/{i}",
+                    domain="math",
+                    prompt=p.text,
+                    source=name,
+                    split=split,
+                    answer=str(p.answer),
+                    level=p.level,
+                    solution=human_solution(p, rng),
+                )
+            )
+    return problems
+
+
+def pretraining_pool(
+    seed: int = 0, per_level: tuple[int, ...] = POOL_PER_LEVEL, exclude: set[str] | None = None
+) -> list[tuple[str, str]]:
+    """(problem text, worked solution) pairs for pretraining, disjoint from ``exclude`` texts."""
+    rng = random.Random(f"arith-pool-{seed}")
+    seen = set(exclude or ())
+    return [(p.text, worked_solution(p)) for p in _generate(list(per_level), rng, seen)]

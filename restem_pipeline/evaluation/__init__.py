@@ -1,0 +1,1 @@
+"""Evaluation: pass@k, maj@k, held-out reports and their plots."""

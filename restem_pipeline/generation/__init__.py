@@ -1,0 +1,1 @@
+"""Generation: the Sampler interface, the CPU engine, vLLM, and loading/building models."""

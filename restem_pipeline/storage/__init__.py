@@ -1,0 +1,1 @@
+"""Storage: the data root, atomic Parquet tables, resumable shards, SQL over everything."""

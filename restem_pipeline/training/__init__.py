@@ -1,0 +1,1 @@
+"""Training: the M-step (fine-tuning on verified samples), packing and batching, torchrun workers, resumable state."""
