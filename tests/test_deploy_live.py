@@ -91,7 +91,6 @@ def deployment(tmp_path_factory):
         **os.environ,
         "RESTEM_POSTGRES_PASSWORD": secrets.token_hex(12),
         "RESTEM_WEB_PORT": str(port),
-        "RESTEM_ITERATIONS": "2",
         "RESTEM_SETTINGS": "/data/settings/tiny.yaml",
     }
     base = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE)]
@@ -207,5 +206,10 @@ def test_dropped_problem_set_runs_iteration_1_in_its_own_container(deployment):
     # iteration 1's materializations are in Postgres's event log (asset keys stored as JSON lists)
     sql = f"SELECT asset_key FROM event_logs WHERE run_id = '{run_id}' AND dagster_event_type = 'ASSET_MATERIALIZATION'"
     mats = set(_psql(base, env, sql))
-    for key in (["problem_set"], ["iter_1", "raw_samples"], ["iter_1", "training_set"], ["iter_1", "eval_report"]):
+    for key in (
+        ["problem_set"],
+        ["restem", "iter_1", "raw_samples"],
+        ["restem", "iter_1", "training_set"],
+        ["restem", "iter_1", "eval_report"],
+    ):
         assert json.dumps(key) in mats, (key, mats)

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from conftest import smollm2_installed
 
-from assets.demo import demo_settings, run_demo
+from assets.demo import chosen_experiments, demo_settings, run_demo
 from restem_pipeline.generation import named_models
 from restem_pipeline.storage.tables import DataRoot
 
@@ -29,14 +29,14 @@ def test_quick_demo_on_the_real_model(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     out = run_demo(
         settings["problem_set"],
-        settings["iterations"],
+        chosen_experiments(None, settings["iterations"]),
         str(tmp_path),
         settings["experiment"],
         instance=instance,
         show_progress=False,
         trainer=settings["trainer"],
     )
-    assert set(out["stages"]) == {"base", "sft", "iter_1", "iter_2"}
+    assert set(out["stages"]) == {"base", "sft", "restem/iter_1", "restem/iter_2"}
     for metrics in out["stages"].values():
         assert 0.0 <= metrics["test/pass@1"] <= 1.0 and not math.isnan(metrics["validation/pass@1"])
 
@@ -53,7 +53,7 @@ def test_quick_demo_on_the_real_model(tmp_path):
     assert set(raw["prompt_style"]) == {"chat/few-shot"} and raw["model"][0].endswith("named_models/smollm2-135m")
     # iteration 2 samples from iteration 1's checkpoint; both M-steps had correct samples to train on
     raw2 = root.of("restem").read_table("raw_samples", "arith", "iter_2")
-    assert raw2["model"][0].endswith("models/arith/iter_1")
+    assert raw2["model"][0].endswith("models/arith/restem/iter_1")
     for t in (1, 2):
         kept = root.of("restem").read_table("training_set", "arith", f"iter_{t}")
         assert len(kept) > 0 and set(kept["reward"]) == {1.0}

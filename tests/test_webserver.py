@@ -35,7 +35,10 @@ def _graphql(port: int, query: str) -> dict:
 
 def test_webserver_serves_the_asset_graph(tmp_path):
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RESTEM_ITERATIONS": "2"}
+    exps = tmp_path / "experiments"  # one experiment of two iterations, read when the server loads the code
+    exps.mkdir()
+    (exps / "restem.yaml").write_text("description: two iterations\niterations: 2\n")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RESTEM_EXPERIMENTS": str(exps)}
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO,
@@ -60,8 +63,9 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
         assert deps["restem/iter_2/raw_samples"] == {"restem/iter_1/checkpoint", "problem_set"}
         assert deps["restem/iter_2/checkpoint"] == {"restem/iter_2/training_set", "base_model", "problem_set"}
-        assert groups["restem/iter_2/eval_report"] == "iteration_2"
-        assert "restem/iter_3/raw_samples" not in deps  # RESTEM_ITERATIONS is read when the server loads the code
+        assert groups["restem/iter_2/eval_report"] == "restem"
+        assert "restem/iter_3/raw_samples" not in deps  # the experiment file is read when the server loads the code
+        assert not any(k.startswith("rest/") for k in deps)  # only the experiments of that folder
     finally:
         server.terminate()
         try:
