@@ -13,7 +13,10 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "restem_pipeline"
 # a place imports only the places before it in this list
 # (``rewards.mathverify`` is a place of its own, below ``data``: loaders parse gold answers with it)
-ORDER = ["storage", "mathverify", "data", "generation", "rewards", "training", "evaluation", "watch", "stages", "cli"]
+ORDER = [
+    "storage", "mathverify", "data", "generation", "rewards", "training", "evaluation",
+    "experiments", "watch", "stages", "cli",
+]  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
