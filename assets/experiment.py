@@ -229,8 +229,8 @@ def build_iteration(exp: Experiment, t: int) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"training set {exp.name}/{stage} of {name} is empty: no sample was verified correct")
         init = stage_model_path(root, name, f"iter_{t - 1}") if continues else None  # None: the base model
         return fine_tune_result(
-            context, storage, settings, training, rows, stage, settings.seed + t, init_from=init, init_mode=exp.init_from,
-            root=root,
+            context, storage, settings, training, rows, stage, settings.seed + t,
+            init_from=init, init_mode=exp.init_from, root=root,
         )  # fmt: skip
 
     @dg.asset(
