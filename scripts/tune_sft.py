@@ -46,8 +46,8 @@ from restem_pipeline.evaluation.evaluate import evaluate
 from restem_pipeline.generation.modeling import load_tokenizer
 from restem_pipeline.stages import build_base_model, fine_tune, human_solution_rows
 
-DEFAULT_LRS = "5e-5,1e-4,2e-4,5e-4,1e-3"
-DEFAULT_EPOCHS = "1,3,10"
+DEFAULT_LRS = "1e-5,5e-5,1e-4,2e-4,5e-4,1e-3,2e-3"
+DEFAULT_EPOCHS = "1,3,10,20"
 QUICK_LRS, QUICK_EPOCHS = "2e-4,1e-3", "1"
 
 
@@ -114,7 +114,7 @@ def ensure_base(work: Path, exp: ExperimentResource, problems: list[Problem]) ->
         if meta.get("fingerprint") == fingerprint:
             log(f"reusing the base model at {base} (built in {meta['stats']['seconds']:.0f}s)")
             return base, fingerprint, meta["stats"]
-    log(f"pretraining the base model into {base} ({cfg.pretrain.max_steps} steps; ~6-7 min on 2 cores)")
+    log(f"pretraining the base model into {base} ({cfg.pretrain.max_steps} steps; 6-10 min on 2 cores)")
     bar = tqdm(total=cfg.pretrain.max_steps, desc="pretrain", file=sys.stderr, leave=False)
 
     def progress(step: int, total: int, loss: float) -> None:

@@ -132,8 +132,8 @@ def test_invalid_gold_rate_fails_and_blocks_the_training_set(env, badgold_run):
 
 
 def test_a_duplicated_verdict_breaks_conservation(env, badgold_run):
-    root = env["root"]
-    ver = root.of("restem").read_table("verified_samples", "badgold", "iter_1")
+    root = env["root"].of("restem")  # the default experiment's tables
+    ver = root.read_table("verified_samples", "badgold", "iter_1")
     root.write_table(
         pl.concat([ver, ver.head(1)]).drop("problem_set", "stage"), "verified_samples", "badgold", "iter_1"
     )
@@ -145,11 +145,11 @@ def test_a_duplicated_verdict_breaks_conservation(env, badgold_run):
 
 
 def test_unscored_samples_over_the_cap_break_cap_holds(env, badgold_run):
-    root = env["root"]
-    ver = root.of("restem").read_table("verified_samples", "badgold", "iter_1")
+    root = env["root"].of("restem")  # the default experiment's tables
+    ver = root.read_table("verified_samples", "badgold", "iter_1")
     one_problem = ver.filter(pl.col("problem_id") == env["bad_ids"][0]).drop("problem_set", "stage")
     assert len(one_problem) == N > CAP and one_problem["reward"].is_null().all()
-    root.of("restem").write_table(one_problem, "training_set", "badgold", "iter_1")
+    root.write_table(one_problem, "training_set", "badgold", "iter_1")
     result = _run_checks(
         env, "badgold", _check(1, "training_set", "cap_holds"), _check(1, "training_set", "training_set_not_empty")
     )
@@ -191,7 +191,7 @@ def _report(root: DataRoot, stage: str, validation: float) -> None:
 def test_worse_than_base_on_validation_is_a_warning(env, iteration, passed):
     root = env["root"]
     _report(root, "base", 0.5)
-    _report(root, "iter_1", iteration)
+    _report(root.of("restem"), "iter_1", iteration)
     result = _run_checks(env, "warnset", _check(1, "eval_report", "not_worse_than_base"))
     ev = _evals(result)["not_worse_than_base"]
     assert ev.passed is passed and ev.severity == dg.AssetCheckSeverity.WARN
@@ -203,7 +203,7 @@ def test_worse_than_base_on_validation_is_a_warning(env, iteration, passed):
 
 def test_missing_base_report_is_a_warning_not_a_pass(env):
     root = env["root"]
-    _report(root, "iter_1", 0.9)
+    _report(root.of("restem"), "iter_1", 0.9)
     root.report_path("warnset", "base", ".json").unlink(missing_ok=True)
     result = _run_checks(env, "warnset", _check(1, "eval_report", "not_worse_than_base"))
     ev = _evals(result)["not_worse_than_base"]
