@@ -12,7 +12,9 @@ For experiment ``e`` (a file in ``experiments/``, ``restem_pipeline.experiments`
     e/iter_t/transfer_<set>   <- e/iter_t/checkpoint, problem_set   (one per ``transfer`` set)
     e/summary                 <- base and SFT reports, every e/iter_t/eval_report and transfer report
 
-plus ``e/teacher_model`` and ``e/teacher_eval_report`` for a teacher. All in group ``e``, partitioned
+plus ``e/teacher_model`` and ``e/teacher_eval_report`` for a teacher (group ``e_teacher``). Iteration t
+is group ``e_iter_t`` (the UI's "materialize all" on it runs one iteration), the summary ``e_summary``;
+all partitioned
 by problem set; tables, models and reports under the experiment's folder of the data root (every row
 carries ``experiment``). The run's settings are the deployment's resources with the experiment's
 ``settings`` applied (``settled``). Dagster rejects cycles across non-time partitions, so each
@@ -68,7 +70,7 @@ def build_teacher(exp: Experiment) -> list[dg.AssetsDefinition]:
         key=experiment_key(exp.name, "teacher_model"),
         pool="restem_gpu",
         deps=[problem_set],
-        group_name=exp.name,
+        group_name=f"{exp.name}_teacher",
         partitions_def=problem_sets,
         kinds={"pytorch", "huggingface"},
         description="The teacher: a bigger tiny Llama than the base, pretrained here on the same pool "
@@ -105,7 +107,7 @@ def build_teacher(exp: Experiment) -> list[dg.AssetsDefinition]:
         key=experiment_key(exp.name, "teacher_eval_report"),
         pool="restem_gpu",
         deps=[teacher_model, problem_set],
-        group_name=exp.name,
+        group_name=f"{exp.name}_teacher",
         partitions_def=problem_sets,
         kinds={"pytorch", "duckdb"},
         description="Held-out evaluation of the teacher itself (the ceiling the student is distilled towards).",
@@ -126,7 +128,7 @@ def build_teacher(exp: Experiment) -> list[dg.AssetsDefinition]:
 
 def build_iteration(exp: Experiment, t: int) -> list[dg.AssetsDefinition]:
     """The assets of iteration ``t`` (1-based) of ``exp``: E-step, reward, cap, M-step, evaluations."""
-    stage, group = f"iter_{t}", exp.name
+    stage, group = f"iter_{t}", f"{exp.name}_iter_{t}"  # one group per iteration: "materialize all" runs one
     if exp.distills:
         policy_dep, sampled_from = experiment_key(exp.name, "teacher_model"), "the teacher"
     elif t == 1:
@@ -265,7 +267,7 @@ def build_transfer(exp: Experiment, t: int, target: str) -> dg.AssetsDefinition:
         key=iteration_key(t, f"transfer_{target}", exp.name),
         pool="restem_gpu",
         deps=[iteration_key(t, "checkpoint", exp.name) if t else base_model.key, problem_set.key],
-        group_name=exp.name,
+        group_name=f"{exp.name}_iter_{max(t, 1)}",
         partitions_def=problem_sets,
         kinds={"pytorch", "duckdb"},
         description=f"Transfer: {f'checkpoint {t}' if t else 'the base model'} evaluated on problem set "

@@ -176,7 +176,7 @@ def build_summary(exp: Experiment) -> dg.AssetsDefinition:
     @dg.asset(
         key=summary_key(exp.name),
         deps=deps,
-        group_name=exp.name,
+        group_name=f"{exp.name}_summary",
         partitions_def=problem_sets,
         kinds={"polars", "matplotlib"},
         description=f"{exp.name}: base vs SFT vs each iteration: comparison table, best iteration by validation, "

@@ -3,7 +3,7 @@
 Headless Chromium (the Debian package, ``/usr/bin/chromium``; ``make browser`` installs it) driven by
 Playwright's Python client against the real webserver serving ``tests/tiny_workspace.yaml``. The
 upstream assets (``problem_set``, ``base_model``) are materialized beforehand in the same instance, so
-the UI launches only the five assets of group ``iteration_1`` for partition ``tiny``; the test then
+the UI launches only the five assets of group ``restem_iter_1`` for partition ``tiny``; the test then
 watches the run page until it shows success. Screenshots go to ``test-artifacts/browser/``.
 
 The temporary instance launches runs at once (``DefaultRunCoordinator``), since no daemon runs here;
@@ -192,26 +192,26 @@ def test_lineage_is_visible_and_iteration_1_launches_from_the_ui(chromium, serve
     base = f"http://127.0.0.1:{port}"
     pg = page
 
-    # the global lineage: one group per iteration
+    # the global lineage: one group per iteration of the experiment
     pg.goto(f"{base}/asset-groups")
     _dismiss_community_modal(pg)
-    for group in ("inputs", "baselines", "iteration_1", "iteration_2"):
+    for group in ("inputs", "baselines", "restem_iter_1", "restem_iter_2"):
         pg.get_by_text(group, exact=True).first.wait_for()
     _shot(pg, "01_global_lineage")
 
     # each stage of iteration 1 names the next as its downstream; iteration 2 samples from checkpoint 1
     for up, down in zip(CHAIN, CHAIN[1:], strict=False):
-        pg.goto(f"{base}/assets/iter_1/{up}")
-        assert f"/assets/iter_1/{down}" in _lineage_links(pg, "Downstream"), (up, down)
+        pg.goto(f"{base}/assets/restem/iter_1/{up}")
+        assert f"/assets/restem/iter_1/{down}" in _lineage_links(pg, "Downstream"), (up, down)
         if up == "training_set":
             _shot(pg, "02_training_set_lineage")
-    pg.goto(f"{base}/assets/iter_1/checkpoint")
-    assert {"/assets/iter_1/training_set", "/assets/base_model"} <= _lineage_links(pg, "Upstream")
-    pg.goto(f"{base}/assets/iter_2/raw_samples")
-    assert "/assets/iter_1/checkpoint" in _lineage_links(pg, "Upstream")
+    pg.goto(f"{base}/assets/restem/iter_1/checkpoint")
+    assert {"/assets/restem/iter_1/training_set", "/assets/base_model"} <= _lineage_links(pg, "Upstream")
+    pg.goto(f"{base}/assets/restem/iter_2/raw_samples")
+    assert "/assets/restem/iter_1/checkpoint" in _lineage_links(pg, "Upstream")
 
     # the group page draws the five stages of iteration 1 as one graph
-    pg.goto(f"{base}/locations/{LOCATION}/asset-groups/iteration_1")
+    pg.goto(f"{base}/locations/{LOCATION}/asset-groups/restem_iter_1")
     for name in CHAIN:
         pg.get_by_text(name, exact=True).first.wait_for()
     _shot(pg, "03_iteration_1_graph")
@@ -263,7 +263,7 @@ def test_lineage_is_visible_and_iteration_1_launches_from_the_ui(chromium, serve
     assert data.of("restem").read_table("training_set", "tiny", "iter_1").height > 0
     assert data.of("restem").report_path("tiny", "iter_1", ".json").exists()
 
-    pg.goto(f"{base}/locations/{LOCATION}/asset-groups/iteration_1")
+    pg.goto(f"{base}/locations/{LOCATION}/asset-groups/restem_iter_1")
     pg.get_by_text("eval_report", exact=True).first.wait_for()
     pg.wait_for_timeout(2000)
     _shot(pg, "06_iteration_1_materialized")

@@ -60,8 +60,9 @@ def test_lineage_of_restem_rest_and_distillation_side_by_side():
 def test_each_experiment_is_a_group_and_keeps_its_checks():
     defs = build_definitions()
     g = defs.resolve_asset_graph()
-    assert g.get(dg.AssetKey(["rest", "iter_2", "checkpoint"])).group_name == "rest"
-    assert g.get(dg.AssetKey(["distill", "teacher_model"])).group_name == "distill"
+    assert g.get(dg.AssetKey(["rest", "iter_2", "checkpoint"])).group_name == "rest_iter_2"
+    assert g.get(dg.AssetKey(["distill", "teacher_model"])).group_name == "distill_teacher"
+    assert g.get(dg.AssetKey(["restem", "summary"])).group_name == "restem_summary"
     checks = {(c.asset_key.to_user_string(), c.name) for c in g.asset_check_keys}
     for exp in ("restem", "rest", "distill", "restem_3x"):
         assert (_key(exp, 1, "verified_samples"), "sample_conservation") in checks

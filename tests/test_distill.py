@@ -165,7 +165,7 @@ def test_lineage_and_opt_in():
     assert "distill/teacher_model" not in parents("distill/iter_1/checkpoint")
     assert parents("distill/iter_1/eval_report") == {"distill/iter_1/checkpoint", "problem_set"}
     assert parents("distill/teacher_eval_report") == {"distill/teacher_model", "problem_set"}
-    assert all(g.get(k).group_name == "distill" for k in DISTILL_KEYS)
+    assert {g.get(k).group_name for k in DISTILL_KEYS} == {"distill_teacher", "distill_iter_1"}
     default_keys = build_definitions([Experiment("restem", iterations=1)]).resolve_asset_graph().get_all_asset_keys()
     assert not set(DISTILL_KEYS) & set(default_keys)
 

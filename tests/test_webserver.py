@@ -63,7 +63,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
         assert deps["restem/iter_2/raw_samples"] == {"restem/iter_1/checkpoint", "problem_set"}
         assert deps["restem/iter_2/checkpoint"] == {"restem/iter_2/training_set", "base_model", "problem_set"}
-        assert groups["restem/iter_2/eval_report"] == "restem"
+        assert groups["restem/iter_2/eval_report"] == "restem_iter_2"
         assert "restem/iter_3/raw_samples" not in deps  # the experiment file is read when the server loads the code
         assert not any(k.startswith("rest/") for k in deps)  # only the experiments of that folder
     finally:
