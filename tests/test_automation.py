@@ -482,7 +482,7 @@ def test_sensor_run_then_stop_then_manual_iteration(tmp_path, monkeypatch, tiny_
             instance=instance, partition_key="tiny", tags={"restem/force": "true"}
         )
         assert manual.success
-        assert (tmp_path / "models" / "tiny" / "iter_2").is_dir()
+        assert (tmp_path / "models" / "tiny" / "restem" / "iter_2").is_dir()
         after = _es_tick(es_sensor, instance, decision.cursor)
         assert "after iteration 2" in after.skip_reason.skip_message and not after.run_requests
 

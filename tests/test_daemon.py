@@ -132,14 +132,14 @@ def test_dropped_file_becomes_a_partition_and_a_successful_run(tmp_path, tiny_ba
             assert instance.has_dynamic_partition("problem_set", "dropped")
             assert run.job_name == "restem_iteration_1"
             assert run.tags["restem/trigger"] == "problem_set_sensor" and run.tags["restem/file"] == "dropped.jsonl"
-            for key in (["problem_set"], ["iter_1", "training_set"], ["iter_1", "eval_report"]):
+            for key in (["problem_set"], ["restem", "iter_1", "training_set"], ["restem", "iter_1", "eval_report"]):
                 assert "dropped" in instance.get_materialized_partitions(dg.AssetKey(key)), key
             for path in (
-                data / "tables" / "problems" / "dropped" / "ingest.parquet",
-                data / "tables" / "training_set" / "dropped" / "iter_1.parquet",
-                data / "models" / "dropped" / "iter_1" / "config.json",
-                data / "reports" / "dropped" / "iter_1.json",
-                data / "reports" / "dropped" / "base.json",
+                data / "tables" / "problems" / "dropped" / "shared" / "ingest.parquet",
+                data / "tables" / "training_set" / "dropped" / "restem" / "iter_1.parquet",
+                data / "models" / "dropped" / "restem" / "iter_1" / "config.json",
+                data / "reports" / "dropped" / "restem" / "iter_1.json",
+                data / "reports" / "dropped" / "shared" / "base.json",
             ):
                 assert path.is_file(), path
 
