@@ -47,7 +47,7 @@ from restem_pipeline.generation.modeling import load_tokenizer
 from restem_pipeline.stages import build_base_model, fine_tune, human_solution_rows
 
 DEFAULT_LRS = "1e-5,5e-5,1e-4,2e-4,5e-4,1e-3,2e-3"
-DEFAULT_EPOCHS = "1,3,10,20"
+DEFAULT_EPOCHS = "1,3,10"
 QUICK_LRS, QUICK_EPOCHS = "2e-4,1e-3", "1"
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -118,3 +119,22 @@ def test_settings_file_overrides_resources(tmp_path, monkeypatch):
         with pytest.raises(ValueError) as e:
             settings_from_file(bad)
         assert str(bad) in str(e.value) and expected in str(e.value), str(e.value)
+
+
+@pytest.mark.slow
+def test_dg_launch_materializes_from_the_project_root(tmp_path):
+    """The README's CLI: ``dg launch`` (dagster-dg-cli) finds the project through ``[tool.dg]``."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("problem_set", ["arith"])
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RESTEM_DATA_ROOT": str(data)}
+    dg_cli = Path(sys.executable).with_name("dg")
+    out = subprocess.run(
+        [str(dg_cli), "launch", "--assets", "problem_set", "--partition", "arith"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (data / "tables" / "problems" / "arith" / "shared" / "ingest.parquet").is_file()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("problem_set")) == {"arith"}
