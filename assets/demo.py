@@ -3,16 +3,14 @@
 Each asset is materialized as its own Dagster run, in dependency order, against the persistent
 instance in ``$DAGSTER_HOME`` (default ``./.dagster_home``), so every run and materialization is in
 the UI that ``dagster dev`` serves afterwards. The code path is the one the UI uses. The console shows a
-progress bar and the runs' INFO lines (``console_logging``); Dagster's DEBUG events stay in the instance.
+progress bar and the runs' INFO lines (``console_run_config``); Dagster's DEBUG events stay in the instance.
 """
 
 import dataclasses
-import logging
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -142,16 +140,16 @@ def run_demo(
     for key in bar:
         bar.set_postfix_str(key.to_user_string())
         t_key = time.perf_counter()
-        with console_logging(show_progress):
-            result = dg.materialize(
-                [*assets, *checks],
-                selection=[key],
-                partition_key=problem_set,
-                instance=instance,
-                resources=resources,
-                tags={"restem/demo": "true"},
-                raise_on_error=True,
-            )
+        result = dg.materialize(
+            [*assets, *checks],
+            selection=[key],
+            partition_key=problem_set,
+            instance=instance,
+            resources=resources,
+            run_config=console_run_config(show_progress),
+            tags={"restem/demo": "true"},
+            raise_on_error=True,
+        )
         seconds[key.to_user_string()] = round(time.perf_counter() - t_key, 1)
         for ev in result.get_asset_check_evaluations():
             if ev.passed:
@@ -172,17 +170,11 @@ def run_demo(
     return {"wall_seconds": wall, "asset_seconds": seconds, "warnings": warnings, "stages": metrics}
 
 
-@contextmanager
-def console_logging(show_progress: bool):
-    """While a demo run goes: Dagster's console handler at INFO (its DEBUG events are still stored in the
-    instance, and shown in the UI); nothing on the console without a progress bar either."""
-    logger = logging.getLogger("dagster")
-    level = logger.level
-    logger.setLevel(logging.INFO if show_progress else logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def console_run_config(show_progress: bool) -> dict:
+    """The run's console logger at INFO (the stage's progress lines), WARNING without a progress bar;
+    Dagster's DEBUG events are still stored in the instance and shown in the UI."""
+    level = "INFO" if show_progress else "WARNING"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:

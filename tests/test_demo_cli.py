@@ -27,3 +27,26 @@ def test_real_model_settings_are_valid_resources():
     quick = demo_settings("smollm2-135m", True)
     assert quick["iterations"] == 2 and quick["trainer"]["max_steps"] == 2
     assert demo_settings("embedded", False) == {"problem_set": "arith", "experiment": {}, "trainer": {}}
+
+
+def test_the_demo_console_shows_info_not_debug(capfd):
+    """What ``restem demo`` passes to each run: its console logger at INFO, so the stage's own lines show
+    and Dagster's DEBUG events (step starts, outputs, type checks) do not; they stay in the instance."""
+    import dagster as dg
+
+    from assets.demo import console_run_config
+
+    @dg.asset
+    def talker(context: dg.AssetExecutionContext) -> None:
+        context.log.info("sampling: 3/3 (100%)")
+        context.log.debug("a debug line")
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([talker], instance=instance, run_config=console_run_config(True)).success
+    shown = capfd.readouterr().err
+    assert "sampling: 3/3 (100%)" in shown
+    assert " - DEBUG - " not in shown and "a debug line" not in shown
+    stored = [r.dagster_event for r in instance.all_logs(instance.get_runs()[0].run_id) if r.is_dagster_event]
+    assert any(e.event_type_value == "STEP_START" for e in stored)  # the events are all still stored
+    assert dg.materialize([talker], run_config=console_run_config(False)).success
+    assert "sampling: 3/3" not in capfd.readouterr().err  # no progress bar: only warnings
