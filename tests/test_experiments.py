@@ -128,3 +128,49 @@ def test_two_experiments_are_one_sql_query_apart(tmp_path, tiny_base, tiny_probl
         assert rows[(exp.name, "iter_1")]["n"] == len(ver) == 2 * n_train
         assert rows[(exp.name, "iter_1")]["r"] == pytest.approx(ver["reward"].mean())
         assert set(ver["experiment"]) == {exp.name}
+
+
+@pytest.mark.slow
+def test_transfer_evaluates_on_another_problem_set_and_the_summary_shows_it(tmp_path, tiny_base, tiny_problems):
+    """``transfer: [other]``: the base model (iteration 0) of an experiment trained on ``tiny`` is evaluated
+    on problem set ``other`` (a different set of problems), stored under the experiment, and summarized."""
+    import json
+
+    from resources import ExperimentResource, StorageResource
+    from restem_pipeline.stages import problems_frame
+
+    root = DataRoot(tmp_path)
+    other = [p for p in tiny_problems if p.level == 2]  # a smaller, harder set
+    root.write_table(problems_frame(tiny_problems), "problems", "tiny", "ingest")
+    root.write_table(problems_frame(other), "problems", "other", "ingest")
+    exp = Experiment("restem", iterations=1, transfer=("other",))
+    defs = build_definitions(
+        [exp],
+        resources={
+            "storage": StorageResource(data_root=str(tmp_path)),
+            "experiment": ExperimentResource(
+                base_model=str(tiny_base), max_new_tokens=24, eval_k=2, eval_train_subset=4, seed=0
+            ),
+        },
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("problem_set", ["tiny"])
+    keys = [
+        dg.AssetKey(["baselines", "base_eval_report"]),
+        dg.AssetKey(["restem", "iter_0", "transfer_other"]),
+        dg.AssetKey(["restem", "summary"]),
+    ]
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, partition_key="tiny", asset_selection=keys).success
+    mine = root.of("restem")
+    samples = mine.read_table("eval_samples", "tiny", "iter_0_on_other")
+    held_out = {p.id for p in other if p.split != "train"}
+    assert held_out <= set(samples["problem_id"]) <= {p.id for p in other}  # the other set's problems
+    report = json.loads(mine.report_path("tiny", "iter_0_on_other", ".json").read_text())
+    assert (report["evaluated_on"], report["problem_set"], report["experiment"]) == ("other", "tiny", "restem")
+    greedy_test = samples.filter((samples["split"] == "test") & (samples["kind"] == "greedy"))["reward"]
+    assert report["metrics"]["test/pass@1"] == pytest.approx(greedy_test.mean())  # from its own samples
+    summary = json.loads(mine.report_path("tiny", "summary", ".json").read_text())
+    (row,) = summary["transfer"]
+    assert (row["model"], row["evaluated on"]) == ("base", "other")
+    assert row["test pass@1"] == pytest.approx(report["metrics"]["test/pass@1"])
