@@ -12,8 +12,8 @@ import argparse
 def add_core_commands(sub: argparse._SubParsersAction) -> None:
     from restem_pipeline.storage import tables as storage
 
-    p_sql = sub.add_parser("sql", help="run DuckDB SQL over every table of every problem set and iteration")
-    p_sql.add_argument("query", help='e.g. "SELECT iteration, avg(reward) FROM verified_samples GROUP BY 1"')
+    p_sql = sub.add_parser("sql", help="run DuckDB SQL over every table of every problem set, experiment and iteration")
+    p_sql.add_argument("query", help='e.g. "SELECT experiment, stage, avg(reward) FROM verified_samples GROUP BY ALL"')
     p_sql.add_argument("--data-root", default=None, help="data root (default $RESTEM_DATA_ROOT or ./data)")
     p_sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p_sql.set_defaults(func=storage.run_sql_command)

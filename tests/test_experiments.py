@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.cli import main
 from assets.definitions import build_definitions, experiments_from
 from restem_pipeline.experiments import Experiment, ExperimentError, load_experiments, train_subset
 from restem_pipeline.storage.tables import DataRoot, query
@@ -96,7 +97,7 @@ def test_an_empty_or_missing_folder_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_experiments_are_one_sql_query_apart(tmp_path, tiny_base, tiny_problems):
+def test_two_experiments_are_one_sql_query_apart(tmp_path, tiny_base, tiny_problems, capsys):
     """ReST-EM and ReST, one iteration each, through real Dagster runs; then the issue's query."""
     from resources import ExperimentResource, StorageResource, TrainerResource
     from restem_pipeline.stages import problems_frame
@@ -119,6 +120,12 @@ def test_two_experiments_are_one_sql_query_apart(tmp_path, tiny_base, tiny_probl
     keys = [dg.AssetKey([e.name, "iter_1", k]) for e in exps for k in ("raw_samples", "verified_samples")]
     job = defs.resolve_implicit_global_asset_job_def()
     assert job.execute_in_process(instance=instance, partition_key="tiny", asset_selection=keys).success
+    # the issue's query, through the command line
+    issue_query = "SELECT experiment, stage, avg(reward) FROM verified_samples GROUP BY ALL"
+    assert main(["sql", issue_query, "--data-root", str(tmp_path), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "experiment,stage,avg(reward)" and len(lines) == 3
+    assert {tuple(line.split(",")[:2]) for line in lines[1:]} == {("restem", "iter_1"), ("rest", "iter_1")}
     df = query("SELECT experiment, stage, avg(reward) AS r, count(*) AS n FROM verified_samples GROUP BY ALL", root)
     rows = {(r["experiment"], r["stage"]): r for r in df.iter_rows(named=True)}
     assert set(rows) == {("restem", "iter_1"), ("rest", "iter_1")}
