@@ -90,8 +90,17 @@ def settings_from_file(path: str | Path) -> dict:
     return check_settings(path, raw)
 
 
+EXPERIMENT_SETTABLE = ("experiment", "trainer", "distill")  # the sampler, checks, storage: deployment-wide
+
+
 def check_experiment_settings(path: Path, settings: dict) -> None:
     """An experiment's ``settings``: real resource fields with valid values, none of the shared ones."""
+    for name in settings:
+        if name in SETTABLE and name not in EXPERIMENT_SETTABLE:
+            raise ExperimentError(
+                path, f"settings.{name}", f"is set for the deployment (RESTEM_SETTINGS), not per experiment "
+                f"(an experiment sets {', '.join(EXPERIMENT_SETTABLE)})",
+            )  # fmt: skip
     check_settings(path, settings, "settings")
     for name, fields in settings.items():
         shared = sorted(set(fields) & SHARED_FIELDS.get(name, set()))

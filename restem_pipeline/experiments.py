@@ -15,6 +15,7 @@ A file ``experiments/<name>.yaml`` declares one variant of the loop::
       experiment: {samples_per_problem: 24}   # ExperimentResource (N, cap, temperature, seed, ...)
       trainer: {learning_rate: 1.0e-4}        # TrainerResource (fine-tuning)
       distill: {teacher_model: embedded}      # DistillResource (the teacher, with policy: teacher)
+                             # (the sampler, checks and storage are the deployment's: RESTEM_SETTINGS)
 
 ``load_experiments(folder)`` reads every ``*.yaml`` there, checks each against this schema (the
 ``settings`` fields are checked by the caller, which knows the resources: ``validate_settings``) and

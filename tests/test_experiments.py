@@ -57,6 +57,7 @@ def _folder(tmp_path, **files: str) -> Path:
         ("settings:\n  trainer:\n    max_steps: lots\n", "settings.trainer.max_steps", ""),
         ("settings:\n  experiment:\n    base_model: other\n", "settings.experiment.base_model", "shared by every"),
         ("settings:\n  teacher: {}\n", "settings.teacher", "unknown resource"),
+        ("settings:\n  sampler: {backend: vllm}\n", "settings.sampler", "set for the deployment"),
         ("- 1\n", "(top level)", "expected a mapping"),
         ("iterations: [1\n", "(file)", "cannot read it as YAML"),
     ],
