@@ -1,4 +1,4 @@
-"""One factory for every experiment's graph: ``build_experiment(spec)`` -> its assets and checks.
+"""One factory for every experiment's graph: ``build_experiment(spec)`` -> its assets.
 
 For experiment ``e`` (a file in ``experiments/``, ``restem_pipeline.experiments``), iteration t::
 
@@ -9,13 +9,12 @@ For experiment ``e`` (a file in ``experiments/``, ``restem_pipeline.experiments`
     e/iter_t/checkpoint       <- e/iter_t/training_set, base_model (init_from: base, ReST-EM) or
                                  e/iter_{t-1}/checkpoint (init_from: previous, ReST, t > 1), problem_set
     e/iter_t/eval_report      <- e/iter_t/checkpoint, problem_set
-    e/iter_t/transfer_<set>   <- e/iter_t/checkpoint, problem_set   (one per ``transfer`` set)
+    e/iter_t/transfer_<set>   <- e/iter_t/checkpoint (base_model for t = 0), problem_set  (per ``transfer`` set)
     e/summary                 <- base and SFT reports, every e/iter_t/eval_report and transfer report
 
 plus ``e/teacher_model`` and ``e/teacher_eval_report`` for a teacher (group ``e_teacher``). Iteration t
-is group ``e_iter_t`` (the UI's "materialize all" on it runs one iteration), the summary ``e_summary``;
-all partitioned
-by problem set; tables, models and reports under the experiment's folder of the data root (every row
+is group ``e_iter_t`` (the UI's "materialize all" on it runs one iteration), the summary ``e_summary``
+(``summary.build_summary``); all partitioned by problem set; tables, models and reports under the experiment's folder of the data root (every row
 carries ``experiment``). The run's settings are the deployment's resources with the experiment's
 ``settings`` applied (``settled``). Dagster rejects cycles across non-time partitions, so each
 iteration has its own keys: the lineage graph shows the loop unrolled, and which model each
