@@ -9,7 +9,7 @@ For experiment ``e`` (a file in ``experiments/``, ``restem_pipeline.experiments`
     e/iter_t/checkpoint       <- e/iter_t/training_set, base_model (init_from: base, ReST-EM) or
                                  e/iter_{t-1}/checkpoint (init_from: previous, ReST, t > 1), problem_set
     e/iter_t/eval_report      <- e/iter_t/checkpoint, problem_set
-    e/iter_t/transfer_<set>   <- e/iter_t/checkpoint (base_model for t = 0), problem_set  (per ``transfer`` set)
+    e/iter_t/transfer_<set>   <- e/iter_t/checkpoint (base_model for t = 0), problem_set (per transfer set)
     e/summary                 <- base and SFT reports, every e/iter_t/eval_report and transfer report
 
 plus ``e/teacher_model`` and ``e/teacher_eval_report`` for a teacher (group ``e_teacher``). Iteration t
