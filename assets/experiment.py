@@ -15,10 +15,11 @@ For experiment ``e`` (a file in ``experiments/``, ``restem_pipeline.experiments`
 plus ``e/teacher_model`` and ``e/teacher_eval_report`` for a teacher (group ``e_teacher``). Iteration t
 is group ``e_iter_t`` (the UI's "materialize all" on it runs one iteration), the summary ``e_summary``
 (``summary.build_summary``); all partitioned by problem set; tables, models and reports under the
-experiment's folder of the data root (every row carries ``experiment``). The run's settings are the deployment's resources with the experiment's
-``settings`` applied (``settled``). Dagster rejects cycles across non-time partitions, so each
-iteration has its own keys: the lineage graph shows the loop unrolled, and which model each
-checkpoint trains from. Not covered: automation (``automation``), the checks' bodies (``checks``).
+experiment's folder of the data root (every row carries ``experiment``). The run's settings are the
+deployment's resources with the experiment's ``settings`` applied (``settled``). Dagster rejects
+cycles across non-time partitions, so each iteration has its own keys: the lineage graph shows the
+loop unrolled, and which model each checkpoint trains from. Not covered: automation
+(``automation``), the checks' bodies (``checks``).
 """
 
 import dagster as dg
