@@ -149,7 +149,7 @@ def test_checkpoint_asset_trains_under_torchrun_with_a_train_state(tmp_path, tin
         )
         root = storage.DataRoot(tmp_path / name)
         root.write_table(problems_frame(tiny_problems), "problems", "tiny", "ingest")
-        root.write_table(human_solution_rows(tiny_problems), "training_set", "tiny", "iter_1")
+        root.of("restem").write_table(human_solution_rows(tiny_problems), "training_set", "tiny", "iter_1")
         instance = dg.DagsterInstance.ephemeral()
         instance.add_dynamic_partitions("problem_set", ["tiny"])
         job = defs.resolve_implicit_global_asset_job_def()

@@ -106,7 +106,7 @@ def uninterrupted(tmp_path_factory, tiny_base) -> pl.DataFrame:
     tmp = tmp_path_factory.mktemp("uninterrupted")
     env, root = _setup(tmp, tiny_base)
     log = tmp / "run.log"
-    _finish(_start(env, "problem_set,base_model,iter_1/raw_samples", log), log)
+    _finish(_start(env, "problem_set,base_model,restem/iter_1/raw_samples", log), log)
     assert _latest_metadata(env)["shards_resumed"] == 0
     return root.of("restem").read_table("raw_samples", "tiny", "iter_1")
 
@@ -119,7 +119,7 @@ def test_killed_run_resumes_exactly_once(tmp_path, tiny_base, uninterrupted, sig
     n_shards = -(-120 // SHARD_SIZE)
     log = tmp_path / "run.log"
 
-    proc = _start(env, "problem_set,base_model,iter_1/raw_samples", log)
+    proc = _start(env, "problem_set,base_model,restem/iter_1/raw_samples", log)
     deadline = time.monotonic() + 300
     while len(list(shard_dir.glob("shard-*.parquet"))) < 2:
         assert proc.poll() is None, f"the run ended before it could be killed:\n{_tail(log)}"
