@@ -2,7 +2,7 @@
 
 Both sides use the same base model, problems and settings in one process run. The direct side
 calls ``restem_pipeline.stages`` / ``evaluation`` functions; the Dagster side materializes the
-``iter_1/*`` assets one run each (as ``restem demo`` does) on an ephemeral instance, so its time
+``restem/iter_1/*`` assets one run each (as ``restem demo`` does) on an ephemeral instance, so its time
 includes run start-up, resource building, Parquet round trips and DuckDB summaries.
 
     python benchmarks/bench_pipeline.py [--quick]
@@ -25,6 +25,7 @@ from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.data import arith
 from restem_pipeline.data.prompts import TEMPLATES, TEXT_PROMPTS
 from restem_pipeline.evaluation.evaluate import evaluate
+from restem_pipeline.experiments import Experiment
 from restem_pipeline.generation.modeling import TinyLlamaSpec
 from restem_pipeline.generation.sampling import TransformersSampler
 from restem_pipeline.stages import (
@@ -66,7 +67,8 @@ def direct(problems, base: Path, exp: ExperimentResource, trainer: TrainerResour
 def through_dagster(data_root: Path, exp: ExperimentResource, trainer: TrainerResource) -> dict[str, float]:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("problem_set", ["bench"])
-    assets, checks = all_assets(1), all_checks(1)
+    exps = [Experiment("restem", iterations=1)]
+    assets, checks = all_assets(exps), all_checks(exps)
     resources = {
         **default_resources(),
         "storage": StorageResource(data_root=str(data_root)),
@@ -85,7 +87,7 @@ def through_dagster(data_root: Path, exp: ExperimentResource, trainer: TrainerRe
         t = time.perf_counter()
         dg.materialize(
             [*assets, *checks],
-            selection=[dg.AssetKey(["iter_1", stage])],
+            selection=[dg.AssetKey(["restem", "iter_1", stage])],
             partition_key="bench",
             instance=instance,
             resources=resources,
