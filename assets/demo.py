@@ -17,10 +17,10 @@ import dagster as dg
 from tqdm import tqdm
 
 from assets.definitions import all_assets, all_checks, default_resources, experiments_from
-from assets.summary import run_stages
+from assets.summary import run_stages, stage_roots
 from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
-from restem_pipeline.storage.tables import DataRoot
+from restem_pipeline.storage.tables import SHARED, DataRoot
 
 QUICK = {
     "arith_train": 40,
@@ -164,10 +164,9 @@ def run_demo(
     root = DataRoot(data_root or None)
     metrics = {}
     for exp in experiments:
-        for stage in run_stages(exp):
-            shared = stage in ("base", "sft")
-            label = stage if shared else f"{exp.name}/{stage}"
-            metrics[label] = read_metrics(root.of("shared" if shared else exp.name), problem_set, stage)
+        for stage, where in stage_roots(root.of(exp.name), run_stages(exp)).items():  # base, SFT: shared
+            label = stage if where.experiment == SHARED else f"{exp.name}/{stage}"
+            metrics[label] = read_metrics(where, problem_set, stage)
     return {"wall_seconds": wall, "asset_seconds": seconds, "warnings": warnings, "stages": metrics}
 
 
