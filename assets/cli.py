@@ -44,6 +44,56 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def paper_command(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from assets.demo import chosen_experiments
+    from assets.paper import paper_settings, run_paper, upsert_section, with_iterations
+    from restem_pipeline.storage.tables import default_data_root
+
+    preset = paper_settings(args.model, args.quick)
+    overrides, trainer = preset["experiment"], preset["trainer"]
+    for key, value in parse_settings(args.set):
+        target, _, field = key.rpartition(".")
+        {"": overrides, "experiment": overrides, "trainer": trainer}[target][field] = value
+    problem_set = args.problem_set or preset["problem_set"]
+    names = args.experiment or list(preset["experiments"])
+    experiments = with_iterations(
+        chosen_experiments(names), args.iterations or preset["iterations"], preset["transfer"]
+    )
+    seeds = args.seeds or preset["seeds"]
+    slug = args.model.replace("/", "_") + ("_quick" if args.quick else "")
+    paper_root = Path(args.data_root or default_data_root()) / "paper" / slug
+    t0 = time.perf_counter()
+    reuse_base = args.model == "embedded"
+    out = run_paper(problem_set, experiments, seeds, paper_root, overrides, trainer, preset["distill"], reuse_base)
+    minutes = (time.perf_counter() - t0) / 60
+    md = Path(out["paths"]["md"]).read_text().rsplit("![paper]", 1)[0]
+    print("\n" + md)
+    print(f"report: {out['paths']['md']} (plots {out['paths']['png']})")
+    if args.results:
+        where = f"paper:{slug}:{problem_set}"
+        upsert_section(Path(args.results), where, md.replace("# ", "### ", 1) + f"\n![paper]({out['paths']['png']})")
+        print(f"updated the section {where!r} of {args.results}")
+    report = out["report"]
+    last = {
+        "model": args.model,
+        "problem_set": problem_set,
+        "quick": args.quick,
+        "seeds": report["seeds"],
+        "experiments": {e.name: e.iterations for e in experiments},
+        "counts": report["counts"],
+        "findings": {f["key"]: f["verdict"] for f in report["findings"]},
+        "reused_seeds": [s for s, r in out["runs"].items() if r["reused"]],
+        "wall_minutes": round(minutes, 1),
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps({**last, "report": report, "runs": out["runs"]}, indent=2, default=str))
+    print(json.dumps(last))
+    return 0
+
+
 def parse_settings(items: list[str]) -> list[tuple[str, object]]:
     """``--set KEY=VALUE`` items: KEY an ExperimentResource field (or ``trainer.FIELD``), VALUE JSON or text."""
     import json
@@ -99,6 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_demo.add_argument("--json", default=None, help="also write the metrics and wall times to this JSON file")
     p_demo.set_defaults(func=demo_command)
+    p_exp = sub.add_parser("experiment", help="run a named study over several experiment files and seeds")
+    exp_sub = p_exp.add_subparsers(dest="study", required=True)
+    p_paper = exp_sub.add_parser(
+        "paper",
+        help="the paper's comparison set over seeds (base, SFT, ReST-EM 1..3, 3x samples, ReST, distillation, "
+        "transfer, data fractions): one report with mean ± sd and a verdict per finding",
+    )
+    p_paper.add_argument("--model", default="embedded", help="'embedded' (default) or 'smollm2-135m' (the "
+                         "headline comparison: base, SFT, ReST-EM iterations)")  # fmt: skip
+    p_paper.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (embedded), 0 1 (real)")
+    p_paper.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, not the findings")
+    p_paper.add_argument("--problem-set", default=None, help="default arith")
+    p_paper.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                         help="only these experiment files (default: the whole comparison set)")  # fmt: skip
+    p_paper.add_argument("--iterations", type=int, default=None, help="iterations of the multi-iteration experiments")
+    p_paper.add_argument("--data-root", default=None, help="seeds go to DATA_ROOT/paper/<model>/seed_<s>")
+    p_paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as in restem demo")
+    p_paper.add_argument("--results", default=None, help="also write the report into this markdown file's section")
+    p_paper.add_argument("--json", default=None, help="also write the report and run times to this JSON file")
+    p_paper.set_defaults(func=paper_command)
     add_core_commands(sub)
     return parser
 

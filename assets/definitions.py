@@ -21,6 +21,7 @@ from assets.baselines import base_eval_report, sft_baseline, sft_eval_report
 from assets.checks import build_experiment_checks
 from assets.experiment import build_experiment
 from assets.ingest import base_model, problem_set
+from assets.paper import build_paper_report, paper_experiments, paper_job
 from assets.summary import build_summary
 from resources import (
     ChecksResource,
@@ -46,7 +47,7 @@ SETTABLE = {
 # what an experiment may not change: the shared assets (problem set, base model, baselines) read them
 SHARED_FIELDS = {
     "experiment": {
-        "base_model", "prompt_style", "few_shot", "arith_train", "arith_validation", "arith_test",
+        "base_model", "data_seed", "prompt_style", "few_shot", "arith_train", "arith_validation", "arith_test",
         "max_train_problems", "max_eval_problems", "sft_epochs", "sft_learning_rate", "pretrain_steps",
         "pretrain_batch_size", "pretrain_pool_scale",
     },
@@ -147,10 +148,11 @@ def build_definitions(experiments: list[Experiment] | None = None, resources: di
     """The whole graph of ``experiments`` (default: the experiment files, ``experiments_from()``)."""
     exps = experiments if experiments is not None else experiments_from()
     automation = build_automation(exps)  # reads RESTEM_SCHEDULE_CRON and RESTEM_MIN_IMPROVEMENT
+    study = [build_paper_report(exps)] if paper_experiments(exps) else []  # the paper's comparison set
     return dg.Definitions(
-        assets=all_assets(exps),
+        assets=[*all_assets(exps), *study],
         asset_checks=all_checks(exps),
-        jobs=automation.jobs,
+        jobs=[*automation.jobs, *([paper_job(exps)] if study else [])],
         sensors=automation.sensors,
         schedules=automation.schedules,
         resources={**default_resources(), **(resources or {})},

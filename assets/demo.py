@@ -17,8 +17,9 @@ import dagster as dg
 from tqdm import tqdm
 
 from assets.definitions import all_assets, all_checks, default_resources, experiments_from
+from assets.ingest import problem_set as problem_set_asset
 from assets.summary import run_stages, stage_roots
-from resources import ExperimentResource, StorageResource, TrainerResource
+from resources import DistillResource, ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
 from restem_pipeline.storage.tables import SHARED, DataRoot
 
@@ -121,10 +122,15 @@ def run_demo(
     instance: dg.DagsterInstance | None = None,
     show_progress: bool = True,
     trainer: dict | None = None,
+    distill: dict | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict:
-    """Materialize ``experiments`` (and the shared assets) for ``problem_set``; {experiment: {stage: metrics}}."""
+    """Materialize ``experiments`` (and the shared assets) for ``problem_set``, one run per asset.
+
+    The transfer sets the experiments name are ingested first (their ``problem_set`` partitions). Returns
+    wall times, warnings and {label: metrics} per evaluated model.
+    """
     instance = instance or ensure_instance()
-    instance.add_dynamic_partitions("problem_set", [problem_set])
     assets = all_assets(experiments)
     checks = all_checks(experiments)
     resources = {
@@ -132,7 +138,16 @@ def run_demo(
         "storage": StorageResource(data_root=data_root or ""),
         "experiment": ExperimentResource(**overrides),
         **({"trainer": TrainerResource(**trainer)} if trainer else {}),
+        **({"distill": DistillResource(**distill)} if distill else {}),
     }
+    tags = {"restem/demo": "true", **(tags or {})}
+    targets = sorted({t for e in experiments for t in e.transfer} - {problem_set})
+    instance.add_dynamic_partitions("problem_set", [problem_set, *targets])
+    for target in targets:  # a transfer set's problems, before any checkpoint is evaluated on them
+        dg.materialize(
+            assets, selection=[problem_set_asset.key], partition_key=target, instance=instance,
+            resources=resources, run_config=console_run_config(False), tags=tags,
+        )  # fmt: skip
     keys = ordered_keys(assets)
     warnings: list[str] = []
     t0 = time.perf_counter()
@@ -148,7 +163,7 @@ def run_demo(
             instance=instance,
             resources=resources,
             run_config=console_run_config(show_progress),
-            tags={"restem/demo": "true"},
+            tags=tags,
             raise_on_error=True,
         )
         seconds[key.to_user_string()] = round(time.perf_counter() - t_key, 1)

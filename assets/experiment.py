@@ -271,7 +271,8 @@ def build_transfer(exp: Experiment, t: int, target: str) -> dg.AssetsDefinition:
         partitions_def=problem_sets,
         kinds={"pytorch", "duckdb"},
         description=f"Transfer: {f'checkpoint {t}' if t else 'the base model'} evaluated on problem set "
-        f"{target!r} (materialize its problem_set partition first), with this partition's prompts.",
+        f"{target!r} (its problem_set partition if stored, else the set as resolved now), with this partition's "
+        "prompts.",
     )
     def transfer_report(
         context: dg.AssetExecutionContext,
@@ -280,10 +281,6 @@ def build_transfer(exp: Experiment, t: int, target: str) -> dg.AssetsDefinition:
         sampler: SamplerResource,
     ) -> dg.MaterializeResult:
         settings, root = settled(experiment, exp.overrides("experiment")), storage.root(exp.name)
-        if not storage.root().table_path("problems", target, "ingest").exists():
-            raise dg.Failure(
-                f"problem set {target!r} is not ingested: materialize problem_set for partition {target!r}"
-            )
         name = context.partition_key
         model = stage_model_path(root, name, f"iter_{t}") if t else base_model_path(storage, settings, name)
         return evaluation_result(

@@ -21,7 +21,7 @@ def resolve_problem_set(name: str, storage: StorageResource, experiment: Experim
     supported format: the file ``problem_set_sensor`` watches."""
     if name in loaders.BUILTIN_SETS:
         sizes = (experiment.arith_train, experiment.arith_validation, experiment.arith_test)
-        return loaders.load_builtin(name, seed=experiment.seed, arith_sizes=sizes)
+        return loaders.load_builtin(name, seed=experiment.problems_seed, arith_sizes=sizes)
     folder = storage.root().root / "problem_sets"
     path = find_problem_set_file(folder, name)
     if path is None:
@@ -30,7 +30,7 @@ def resolve_problem_set(name: str, storage: StorageResource, experiment: Experim
             f"and no file {folder / name}.jsonl (or .jsonl.gz)"
         )
     report = loaders.load_jsonl_auto(path)
-    report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.seed)
+    report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.problems_seed)
     return report
 
 
@@ -40,6 +40,22 @@ def subset(problems: list[Problem], max_train: int, max_eval: int, seed: int) ->
         part = sorted((p for p in problems if p.split == split), key=lambda p: p.id)
         out += random.Random(f"{seed}-{split}").sample(part, cap) if 0 < cap < len(part) else part
     return out
+
+
+def ingested_problems(name: str, storage: StorageResource, experiment: ExperimentResource) -> list[Problem]:
+    """Problem set ``name`` as its ``problem_set`` partition stored it, else resolved now (not stored):
+    what a transfer evaluation reads, so a held-out set needs no partition of its own."""
+    from assets.common import load_problems
+
+    if storage.root().table_path("problems", name, "ingest").exists():
+        return load_problems(storage, name)
+    try:
+        report = resolve_problem_set(name, storage, experiment)
+    except ValueError as err:
+        raise dg.Failure(f"problem set {name!r}: {err}") from err
+    return subset(
+        report.problems, experiment.max_train_problems, experiment.max_eval_problems, experiment.problems_seed
+    )
 
 
 @dg.asset(
@@ -53,7 +69,9 @@ def problem_set(
 ) -> dg.MaterializeResult:
     name = context.partition_key
     report = resolve_problem_set(name, storage, experiment)
-    problems = subset(report.problems, experiment.max_train_problems, experiment.max_eval_problems, experiment.seed)
+    problems = subset(
+        report.problems, experiment.max_train_problems, experiment.max_eval_problems, experiment.problems_seed
+    )
     if not any(p.split == "train" for p in problems):
         raise dg.Failure(f"problem set {name!r} has no train problems")
     for r in report.rejected[:20]:

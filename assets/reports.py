@@ -15,6 +15,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from assets.common import load_problems, md_table, run_prompter, stage_progress
+from assets.ingest import ingested_problems
 from resources import ExperimentResource, SamplerResource, StorageResource
 from restem_pipeline.evaluation import plots
 from restem_pipeline.evaluation.evaluate import evaluate, headline
@@ -32,11 +33,11 @@ def evaluation_result(
     problems_of: str | None = None,
 ) -> dg.MaterializeResult:
     """Evaluate ``model_path`` on this partition's problems (or, for a transfer evaluation, on the
-    problem set ``problems_of``, with this partition's prompts) and store it under ``root`` (default:
-    the shared data root) as ``stage``."""
+    problem set ``problems_of``, stored or resolved now, with this partition's prompts) and store it
+    under ``root`` (default: the shared data root) as ``stage``."""
     name = context.partition_key
     root = root or storage.root()
-    problems = load_problems(storage, problems_of or name)
+    problems = ingested_problems(problems_of, storage, experiment) if problems_of else load_problems(storage, name)
     cfg = experiment.eval_config(run_prompter(storage, experiment, name))
     smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
     samples, summary = evaluate(smp, problems, cfg, stage_progress(context))

@@ -40,7 +40,16 @@ class ExperimentResource(dg.ConfigurableResource):
     eval_k: int = Field(default=8, description="K for pass@K and maj@K (temperature 1.0, top-p 0.95)")
     eval_train_subset: int = Field(default=200, description="train problems scored greedily for train accuracy")
     few_shot: bool = True
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        description="seed of everything the loop draws: E-step and evaluation "
+        "sampling, caps, fine-tuning order (and of the data below unless data_seed is set)",
+    )
+    data_seed: int | None = Field(
+        default=None,
+        description="seed of the data: problem splits and subsets, the embedded base model's pretraining; "
+        "None = seed. Seeds over the method with fixed data and base (restem experiment paper) set it",
+    )
     verify_timeout_s: float = 5.0
     verify_workers: int = 1
     arith_train: int = 600
@@ -128,15 +137,20 @@ class ExperimentResource(dg.ConfigurableResource):
                 max_steps=self.pretrain_steps,
                 batch_size=self.pretrain_batch_size,
                 learning_rate=3e-3,
-                seed=self.seed,
+                seed=self.problems_seed,
                 # the demo's calibrated base: fp32, length-grouped batches. Packed bf16 pretraining reaches
                 # 98.5% greedy pass@1 on the embedded test set, leaving ReST-EM nothing to improve.
                 packing=False,
                 dtype="float32",
             ),
             pool_per_level=pool,
-            seed=self.seed,
+            seed=self.problems_seed,
         )
+
+    @property
+    def problems_seed(self) -> int:
+        """The seed of the problem splits, subsets and the embedded base model: ``data_seed``, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def uses_embedded_model(self) -> bool:

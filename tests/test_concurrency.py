@@ -27,7 +27,7 @@ DISTILL_GPU = {
     "distill/teacher_eval_report",
     *(f"distill/iter_1/{a}" for a in ("raw_samples", "checkpoint", "eval_report")),
 }
-UNPOOLED = {"problem_set", "restem/iter_1/training_set", "restem/iter_2/training_set", "restem/summary"}
+UNPOOLED = {"problem_set", "restem/iter_1/training_set", "restem/iter_2/training_set", "restem/summary", "paper/report"}
 
 
 def _pools(distill: bool) -> dict[str, set[str]]:

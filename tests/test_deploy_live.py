@@ -40,6 +40,7 @@ experiment:
   max_new_tokens: 40
   eval_k: 2
   eval_train_subset: 8
+  max_eval_problems: 8  # also the held-out transfer set's (restem.yaml evaluates on arith_ood)
   pretrain_steps: 300
   pretrain_batch_size: 32
 trainer:

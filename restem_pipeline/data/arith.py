@@ -36,6 +36,11 @@ NAMES = [
     ("Lena", "She", "her"),
 ]
 ITEMS = ["apple", "marble", "coin", "stamp", "book", "shell", "card", "pencil", "sticker", "cookie"]
+# The held-out transfer set ``arith_ood`` (paper Figure 7's "transfer"): the same skill with names and
+# items that appear nowhere in pretraining or training, and starting quantities up to 30 (training: 20).
+OOD_NAMES = [("Omar", "He", "him"), ("Pia", "She", "her"), ("Raj", "He", "him"), ("Sol", "She", "her"),
+             ("Tom", "He", "him"), ("Uma", "She", "her"), ("Vic", "He", "him"), ("Wen", "She", "her")]  # fmt: skip
+OOD_ITEMS = ["button", "ticket", "bead", "leaf", "brick", "feather", "pebble", "ribbon"]
 MAX_VALUE = 60
 # Pretraining pool per level (1..5): skewed to easy levels but holding some hard ones, so the base
 # model's samples at hard levels are sometimes right for the right reason (see README).
@@ -102,12 +107,13 @@ def _next_step(value: int, rng: random.Random) -> Step:
             return Step(op, x, value, after)
 
 
-def make_problem(level: int, rng: random.Random) -> ArithProblem:
+def make_problem(level: int, rng: random.Random, held_out: bool = False) -> ArithProblem:
+    """A level-``level`` problem; ``held_out``: the transfer set's unseen names, items and start range."""
     if not 1 <= level <= 5:
         raise ValueError(f"level must be 1..5, got {level}")
-    name, pron, obj = rng.choice(NAMES)
-    item = rng.choice(ITEMS)
-    start = rng.randint(2, 20)
+    name, pron, obj = rng.choice(OOD_NAMES if held_out else NAMES)
+    item = rng.choice(OOD_ITEMS if held_out else ITEMS)
+    start = rng.randint(2, 30 if held_out else 20)
     steps, value = [], start
     for _ in range(level):
         step = _next_step(value, rng)
@@ -153,12 +159,12 @@ def human_solution(p: ArithProblem, rng: random.Random) -> str:
     )
 
 
-def _generate(counts: list[int], rng: random.Random, seen: set[str]) -> list[ArithProblem]:
+def _generate(counts: list[int], rng: random.Random, seen: set[str], held_out: bool = False) -> list[ArithProblem]:
     out = []
     for level, n in enumerate(counts, start=1):
         made = 0
         while made < n:
-            p = make_problem(level, rng)
+            p = make_problem(level, rng, held_out)
             if p.text in seen:
                 continue
             seen.add(p.text)
@@ -171,13 +177,17 @@ def _generate(counts: list[int], rng: random.Random, seen: set[str]) -> list[Ari
 def embedded_problem_set(
     seed: int = 0, n_train: int = 600, n_validation: int = 200, n_test: int = 400, name: str = "arith"
 ) -> list[Problem]:
-    """Train / validation / test problems, levels uniform, with human reference solutions."""
-    rng = random.Random(f"arith-splits-{seed}")
+    """Train / validation / test problems, levels uniform, with human reference solutions.
+
+    ``name="arith_ood"``: the held-out transfer set (``OOD_NAMES``, ``OOD_ITEMS``, starts up to 30).
+    """
+    held_out = name == "arith_ood"
+    rng = random.Random(f"{name}-splits-{seed}" if held_out else f"arith-splits-{seed}")
     seen: set[str] = set()
     problems: list[Problem] = []
     for split, n in (("train", n_train), ("validation", n_validation), ("test", n_test)):
         per_level = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]
-        for i, p in enumerate(_generate(per_level, rng, seen)):
+        for i, p in enumerate(_generate(per_level, rng, seen, held_out)):
             problems.append(
                 Problem(
                     id=f"{name}/{split}/{i}",

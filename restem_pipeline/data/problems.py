@@ -24,7 +24,7 @@ from restem_pipeline.data.jsonl import iter_jsonl
 from restem_pipeline.rewards.mathverify import InvalidGoldError, parse_gold
 from restem_pipeline.data.schema import Problem, ProblemFormatError
 
-MATH_SETS = ("arith", "math", "math500", "gsm8k")
+MATH_SETS = ("arith", "arith_ood", "math", "math500", "gsm8k")
 CODE_SETS = ("code", "humaneval", "humanevalplus", "mbpp", "mbppplus", "apps")
 BUILTIN_SETS = MATH_SETS + CODE_SETS
 
@@ -176,10 +176,14 @@ def with_validation_split(problems: list[Problem], fraction: float, seed: int) -
 
 
 def load_builtin(name: str, seed: int = 0, arith_sizes: tuple[int, int, int] = (600, 200, 400)) -> LoadReport:
-    """A problem set by name: ``arith`` (embedded), ``math``, ``math500``, ``gsm8k`` (external data)."""
+    """A problem set by name: ``arith``, ``arith_ood`` (embedded; the second a transfer set), ``math``, ``math500``, ``gsm8k`` (external data)."""
     if name == "arith":
         n_train, n_val, n_test = arith_sizes
         return LoadReport(arith.embedded_problem_set(seed, n_train, n_val, n_test), source_files=["<embedded>"])
+    if name == "arith_ood":  # the held-out transfer set: evaluation splits a quarter and half of arith's (50 / 200)
+        n_train, n_val, n_test = arith_sizes
+        problems = arith.embedded_problem_set(seed, min(n_train, 20), n_val // 4, n_test // 2, name)
+        return LoadReport(problems, source_files=["<embedded>"])
     root = external_data_root()
     if name in CODE_SETS:
         return LoadReport(code_problem_set(name, root, seed), source_files=[str(root)])

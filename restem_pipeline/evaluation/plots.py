@@ -138,33 +138,33 @@ def _finish(ax: Axes, title: str, xlabel: str, ylabel: str, has_data: bool) -> N
         ax.legend(fontsize=8)
 
 
-def _figure(panels: int) -> tuple[Figure, list[Axes]]:
+def panels_figure(panels: int) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(PANEL[0] * panels, PANEL[1]), dpi=DPI, layout="tight")
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
 
 
 def pass_at_k_figure(curves: Curves) -> Figure:
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = panels_figure(1)
     draw_pass_at_k(ax, curves)
     return fig
 
 
 def level_figure(levels: ByLevel, title: str = "test pass@1 (greedy) per level") -> Figure:
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = panels_figure(1)
     draw_levels(ax, levels, title)
     return fig
 
 
 def splits_figure(splits: BySplit) -> Figure:
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = panels_figure(1)
     draw_splits(ax, splits)
     return fig
 
 
 def summary_figure(curves: Curves, levels: ByLevel, splits: BySplit) -> Figure:
     """The three plots side by side (pass@k, per level, splits)."""
-    fig, axes = _figure(3)
+    fig, axes = panels_figure(3)
     draw_pass_at_k(axes[0], curves)
     draw_levels(axes[1], levels)
     draw_splits(axes[2], splits)
