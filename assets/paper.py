@@ -232,6 +232,9 @@ def with_iterations(experiments: list[Experiment], iterations: int | None, trans
 
 
 EMBEDDED_PAPER = {"eval_k": 4, "arith_validation": 100, "arith_test": 300, "eval_train_subset": 100}
+# --quick: the demo's tiny sizes, with a base pretrained long enough (200 steps, not 60) and 64 training
+# problems, so that one eighth of them (8 problems x 4 samples) still yields correct samples to train on
+EMBEDDED_PAPER_QUICK = {"pretrain_steps": 200, "arith_train": 64}
 TEACHER_PAPER = {"teacher_hidden_size": 192, "teacher_layers": 4, "teacher_intermediate_size": 768}
 # the real-model part: the headline comparison (base, SFT, ReST-EM iterations) on arith with 3-shot chat
 # prompts, sized for 2 CPU cores (about 25 minutes a seed alone); GSM8K is out of a 135M model's reach
@@ -257,7 +260,7 @@ def paper_settings(model: str, quick: bool) -> dict:
         # sized to fit 3 seeds in about 90 minutes on 2 cores: K = 4, 100 validation / 300 test problems
         # (the demo: 8, 200 / 400), and a teacher with 2.2x the base's parameters (hidden 192: the default
         # 256 x 6 layers costs 6x the base per pretraining step); seed 0 builds it, later seeds reuse it
-        experiment = s["experiment"] if quick else {**s["experiment"], **EMBEDDED_PAPER}
+        experiment = {**s["experiment"], **(EMBEDDED_PAPER_QUICK if quick else EMBEDDED_PAPER)}
         seeds, teacher = ([0, 1] if quick else [0, 1, 2]), TEACHER_PAPER
         return {**s, "experiment": experiment, "experiments": paper.PAPER_EXPERIMENTS, "seeds": seeds,
                 "iterations": 2 if quick else None, "transfer": True, "distill": teacher}  # fmt: skip

@@ -191,6 +191,14 @@ def test_definitions_have_the_paper_job_over_every_comparison_experiment():
         "restem/iter_3/transfer_arith_ood", "rest/iter_0/transfer_arith_ood", "restem_frac12/iter_1/checkpoint",
     }  # fmt: skip
     assert must <= selected, must - selected
+    # a seed is launched from the UI by setting the seed and the seed's data root in the run config
+    run_config = {
+        "resources": {
+            "experiment": {"config": {"seed": 1, "data_seed": 0}},
+            "storage": {"config": {"data_root": "/data/paper/seed_1"}},
+        }
+    }
+    assert dg.validate_run_config(job, run_config)["resources"]["experiment"]["config"]["seed"] == 1
     assert graph.get(REPORT_KEY).partitions_def == graph.get(dg.AssetKey("problem_set")).partitions_def
 
 
