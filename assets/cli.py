@@ -67,7 +67,10 @@ def paper_command(args: argparse.Namespace) -> int:
     paper_root = Path(args.data_root or default_data_root()) / "paper" / slug
     t0 = time.perf_counter()
     reuse_base = args.model == "embedded"
-    out = run_paper(problem_set, experiments, seeds, paper_root, overrides, trainer, preset["distill"], reuse_base)
+    out = run_paper(
+        problem_set, experiments, seeds, paper_root, overrides, trainer, preset["distill"], reuse_base,
+        run_missing=not args.report_only,
+    )  # fmt: skip
     minutes = (time.perf_counter() - t0) / 60
     md = Path(out["paths"]["md"]).read_text().rsplit("![paper]", 1)[0]
     print("\n" + md)
@@ -86,6 +89,7 @@ def paper_command(args: argparse.Namespace) -> int:
         "counts": report["counts"],
         "findings": {f["key"]: f["verdict"] for f in report["findings"]},
         "reused_seeds": [s for s, r in out["runs"].items() if r["reused"]],
+        "skipped_seeds": [s for s, r in out["runs"].items() if r.get("skipped")],
         "wall_minutes": round(minutes, 1),
     }
     if args.json:
@@ -166,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_paper.add_argument("--iterations", type=int, default=None, help="iterations of the multi-iteration experiments")
     p_paper.add_argument("--data-root", default=None, help="seeds go to DATA_ROOT/paper/<model>/seed_<s>")
     p_paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as in restem demo")
+    p_paper.add_argument("--report-only", action="store_true", help="run nothing: the report over the complete seeds")
     p_paper.add_argument("--results", default=None, help="also write the report into this markdown file's section")
     p_paper.add_argument("--json", default=None, help="also write the report and run times to this JSON file")
     p_paper.set_defaults(func=paper_command)

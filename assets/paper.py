@@ -178,10 +178,12 @@ def run_paper(
     distill: dict | None = None,
     reuse_base: bool = True,
     show_progress: bool = True,
+    run_missing: bool = True,
 ) -> dict:
     """Run ``experiments`` once per seed (data root ``paper_root/seed_<s>``), then the report over all seeds.
 
-    A seed whose reports are all stored is not run again. With ``reuse_base`` (the embedded model) later
+    A seed whose reports are all stored is not run again; with ``run_missing`` off (``--report-only``) a
+    seed that is not complete is left out of the report instead of run. With ``reuse_base`` (the embedded model) later
     seeds take the first seed's base model and teacher as given models, so one pretrained base serves
     every seed, as one pretrained PaLM 2 served the paper.
     """
@@ -189,7 +191,7 @@ def run_paper(
 
     exps = [e for e in experiments if e.name in paper.PAPER_EXPERIMENTS]
     first = DataRoot(paper_root / f"seed_{seeds[0]}")
-    runs, settings = {}, {}
+    runs, settings, done = {}, {}, []
     for seed in seeds:
         root = DataRoot(paper_root / f"seed_{seed}")
         settings = {**overrides, "seed": seed, "data_seed": seeds[0]}
@@ -199,6 +201,9 @@ def run_paper(
             teacher["teacher_model"] = str(first.of("distill").model_dir(problem_set, TEACHER_STAGE))
         if all(p.exists() for p in expected_reports(root, problem_set, exps)):
             runs[seed] = {"reused": True}
+        elif not run_missing:
+            runs[seed] = {"reused": False, "skipped": "not every report is stored"}
+            continue
         else:
             out = run_demo(
                 problem_set, exps, str(root.root), settings, show_progress=show_progress, trainer=trainer,
@@ -207,14 +212,17 @@ def run_paper(
             runs[seed] = {"reused": False, "wall_seconds": out["wall_seconds"], "warnings": out["warnings"]}
         record = seed_record_from(root, problem_set, exps, seed)
         write_text_atomic(json.dumps(record, indent=2), root.report_path(problem_set, SEED_RECORD, ".json"))
+        done.append(seed)
+    if not done:
+        raise SystemExit(f"no seed of {seeds} has every report stored under {paper_root}: run without --report-only")
     # the report over every seed, as a materialization of paper/report (in the UI), from the last seed's root
-    last = DataRoot(paper_root / f"seed_{seeds[-1]}")
+    last = DataRoot(paper_root / f"seed_{done[-1]}")
     dg.materialize(
         [build_paper_report(exps)],
         partition_key=problem_set,
         resources={"storage": StorageResource(data_root=str(last.root)), "experiment": ExperimentResource(**settings)},
         instance=ensure_instance(),
-        tags={"restem/paper_seed": str(seeds[-1])},
+        tags={"restem/paper_seed": str(done[-1])},
     )
     report = json.loads(last.report_path(problem_set, "paper", ".json").read_text())
     paths = {k: str(last.report_path(problem_set, "paper", f".{k}")) for k in ("md", "json", "png")}

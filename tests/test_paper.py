@@ -278,3 +278,13 @@ def test_a_transfer_set_needs_no_partition_of_its_own(tmp_path):
     assert not any(tmp_path.iterdir())  # resolved, not stored
     with pytest.raises(dg.Failure, match="nosuchset"):
         ingested_problems("nosuchset", storage, ExperimentResource())
+
+
+def test_report_only_runs_nothing_and_says_when_no_seed_is_complete(tmp_path):
+    from assets.demo import chosen_experiments
+    from assets.paper import run_paper
+
+    exps = chosen_experiments(["restem"])
+    with pytest.raises(SystemExit, match="no seed of \\[0, 1\\] has every report stored"):
+        run_paper("arith", exps, [0, 1], tmp_path / "paper", {}, run_missing=False)
+    assert not (tmp_path / "paper").exists() or not any((tmp_path / "paper").rglob("*.parquet"))
