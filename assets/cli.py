@@ -77,7 +77,7 @@ def paper_command(args: argparse.Namespace) -> int:
     print(f"report: {out['paths']['md']} (plots {out['paths']['png']})")
     if args.results:
         where = f"paper:{slug}:{problem_set}"
-        upsert_section(Path(args.results), where, md.replace("# ", "### ", 1) + f"\n![paper]({out['paths']['png']})")
+        upsert_section(Path(args.results), where, md.replace("# ", "### ", 1) + f"\nPlots: `{out['paths']['png']}`.")
         print(f"updated the section {where!r} of {args.results}")
     report = out["report"]
     last = {
