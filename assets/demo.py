@@ -21,7 +21,7 @@ from assets.ingest import problem_set as problem_set_asset
 from assets.summary import run_stages, stage_roots
 from resources import DistillResource, ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
-from restem_pipeline.storage.tables import SHARED, DataRoot
+from restem_pipeline.storage.tables import DataRoot
 
 QUICK = {
     "arith_train": 40,
@@ -176,11 +176,13 @@ def run_demo(
             warnings.append(f"{where} warns: {ev.description or ''} {ev.metadata}")
             bar.write(f"warning: {warnings[-1]}")
     wall = time.perf_counter() - t0
+    from assets.paper import label_of
+
     root = DataRoot(data_root or None)
     metrics = {}
     for exp in experiments:
         for stage, where in stage_roots(root.of(exp.name), run_stages(exp)).items():  # base, SFT: shared
-            label = stage if where.experiment == SHARED else f"{exp.name}/{stage}"
+            label = label_of(exp, stage, where)
             metrics[label] = read_metrics(where, problem_set, stage)
     return {"wall_seconds": wall, "asset_seconds": seconds, "warnings": warnings, "stages": metrics}
 

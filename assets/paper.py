@@ -128,9 +128,8 @@ def build_paper_report(experiments: list[Experiment]) -> dg.AssetsDefinition:
         root = storage.root()
         record = seed_record_from(root, name, exps, experiment.seed)
         write_text_atomic(json.dumps(record, indent=2), root.report_path(name, SEED_RECORD, ".json"))
-        report, paths, png = write_paper_report(
-            root.root, name, f"{name}: the paper's findings, {experiment.base_model}"
-        )
+        model = root.root.parent.name if _SEED_DIR.match(root.root.name) else experiment.base_model
+        report, paths, png = write_paper_report(root.root, name, f"{name}: the paper's findings, {model}")
         context.log.info(f"paper report over seeds {report['seeds']}: {report['counts']}")
         verdicts = {f"finding/{f['key']}": f["verdict"] for f in report["findings"]}
         return dg.MaterializeResult(
