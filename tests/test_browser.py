@@ -11,6 +11,7 @@ The temporary instance launches runs at once (``DefaultRunCoordinator``), since 
 sensors and schedules (tests/test_automation.py), any other UI page.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -164,13 +165,16 @@ def _dismiss_community_modal(pg, wait_ms: int = 8000) -> None:
     """Skip the first-visit modal if it shows within ``wait_ms``; nothing to do when it never shows."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    skip = pg.get_by_role("dialog").filter(has_text="Join the Dagster community").get_by_role("button", name="Skip")
+    dialog = pg.get_by_role("dialog").filter(has_text="Join the Dagster community")
     try:
-        skip.wait_for(state="visible", timeout=wait_ms)
+        dialog.wait_for(state="visible", timeout=wait_ms)
     except PlaywrightTimeout:  # absent: this instance has already seen it
         return
-    skip.click()
-    skip.wait_for(state="hidden")
+    # The page's locator handler may click Skip first (it runs before any action, this click's own
+    # included); then the button is gone and this click has nothing to wait for.
+    with contextlib.suppress(PlaywrightTimeout):
+        dialog.get_by_role("button", name="Skip").click(timeout=5000)
+    dialog.wait_for(state="hidden")
 
 
 def _shot(pg, name: str) -> Path:
