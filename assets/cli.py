@@ -1,6 +1,7 @@
 """The ``restem`` command line: ``demo`` (through Dagster) plus the core's ``sql`` / ``verify`` / ``sandbox``."""
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def paper_command(args: argparse.Namespace) -> int:
         chosen_experiments(names), args.iterations or preset["iterations"], preset["transfer"]
     )
     seeds = args.seeds or preset["seeds"]
-    slug = args.model.replace("/", "_") + ("_quick" if args.quick else "")
+    slug = args.name or args.model.replace("/", "_") + ("_quick" if args.quick else "")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}", slug) or slug.startswith("seed_"):
+        raise SystemExit(f"--name {slug!r}: expected letters, digits, '_', '.', '-' (a folder name, not seed_*)")
     paper_root = Path(args.data_root or default_data_root()) / "paper" / slug
     t0 = time.perf_counter()
     reuse_base = args.model == "embedded"
@@ -77,11 +80,14 @@ def paper_command(args: argparse.Namespace) -> int:
     print(f"report: {out['paths']['md']} (plots {out['paths']['png']})")
     if args.results:
         where = f"paper:{slug}:{problem_set}"
-        upsert_section(Path(args.results), where, md.replace("# ", "### ", 1) + f"\nPlots: `{out['paths']['png']}`.")
+        png = Path(out["paths"]["png"])
+        shown = png.relative_to(Path.cwd()) if png.is_relative_to(Path.cwd()) else png
+        upsert_section(Path(args.results), where, md.replace("# ", "### ", 1) + f"\nPlots: `{shown}`.")
         print(f"updated the section {where!r} of {args.results}")
     report = out["report"]
     last = {
         "model": args.model,
+        "name": slug,
         "problem_set": problem_set,
         "quick": args.quick,
         "seeds": report["seeds"],
@@ -168,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_paper.add_argument("--experiment", action="append", default=None, metavar="NAME",
                          help="only these experiment files (default: the whole comparison set)")  # fmt: skip
     p_paper.add_argument("--iterations", type=int, default=None, help="iterations of the multi-iteration experiments")
-    p_paper.add_argument("--data-root", default=None, help="seeds go to DATA_ROOT/paper/<model>/seed_<s>")
+    p_paper.add_argument("--data-root", default=None, help="seeds go to DATA_ROOT/paper/<name>/seed_<s>")
+    p_paper.add_argument("--name", default=None, help="this variant's name (default: the model's, with _quick): "
+                         "its folder under paper/, its report's title and its --results section")  # fmt: skip
     p_paper.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as in restem demo")
     p_paper.add_argument("--report-only", action="store_true", help="run nothing: the report over the complete seeds")
     p_paper.add_argument("--results", default=None, help="also write the report into this markdown file's section")

@@ -196,8 +196,11 @@ def run_paper(
         settings = {**overrides, "seed": seed, "data_seed": seeds[0]}
         teacher = dict(distill or {})
         if reuse_base and seed != seeds[0]:
-            settings["base_model"] = str(first.model_dir(problem_set, "base"))
-            teacher["teacher_model"] = str(first.of("distill").model_dir(problem_set, TEACHER_STAGE))
+            # the first seed's models, unless given ones (--set base_model=PATH) serve every seed already
+            if overrides.get("base_model", "embedded") == "embedded":
+                settings["base_model"] = str(first.model_dir(problem_set, "base"))
+            if teacher.get("teacher_model", "embedded") == "embedded":
+                teacher["teacher_model"] = str(first.of("distill").model_dir(problem_set, TEACHER_STAGE))
         if all(p.exists() for p in expected_reports(root, problem_set, exps)):
             runs[seed] = {"reused": True}
         elif not run_missing:

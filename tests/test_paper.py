@@ -288,3 +288,13 @@ def test_report_only_runs_nothing_and_says_when_no_seed_is_complete(tmp_path):
     with pytest.raises(SystemExit, match="no seed of \\[0, 1\\] has every report stored"):
         run_paper("arith", exps, [0, 1], tmp_path / "paper", {}, run_missing=False)
     assert not (tmp_path / "paper").exists() or not any((tmp_path / "paper").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("name", ["seed_3", "../escape", "a b"])
+def test_a_variant_name_must_be_a_plain_folder_name(tmp_path, name):
+    """``--name`` becomes a folder under paper/ and a results marker: anything else is refused before running."""
+    from assets.cli import main
+
+    with pytest.raises(SystemExit, match="--name"):
+        main(["experiment", "paper", "--name", name, "--data-root", str(tmp_path), "--report-only"])
+    assert not (tmp_path / "paper").exists()
