@@ -4,6 +4,8 @@ import random
 import re
 from fractions import Fraction
 
+import pytest
+
 from restem_pipeline.data import arith
 from restem_pipeline.rewards.mathverify import verify
 
@@ -66,3 +68,31 @@ def test_human_solutions_are_correct_and_terser():
     hard = [p for p in ps if p.level == 5]
     worked_len = sum(len(arith.worked_solution(arith.make_problem(5, random.Random(i)))) for i in range(40)) / 40
     assert sum(len(p.solution) for p in hard) / len(hard) < worked_len  # terser than the model's style
+
+
+def test_parse_problem_reads_back_every_generated_problem():
+    """Every template, both sets: the words give back the generator's own start and steps."""
+    from restem_pipeline.data.arith import make_problem, parse_problem
+
+    rng = random.Random(11)
+    for i in range(2000):
+        p = make_problem(1 + i % 5, rng, held_out=i % 3 == 0)
+        q = parse_problem(p.text)
+        assert (q.start, q.steps, q.answer) == (p.start, p.steps, p.answer), p.text
+    with pytest.raises(ValueError, match="not an arith step"):
+        parse_problem("Ada has 3 coins. She juggles 2. How many coins does Ada have now?")
+
+
+def test_right_steps_tells_a_lucky_answer_from_the_worked_one():
+    """Hand-worked: 4 - 2 = 2, + 1 = 3, + 9 = 12, / 3 = 4, + 4 = 8; a sample that also ends at 8 by other steps."""
+    from restem_pipeline.data.arith import right_steps
+
+    text = (
+        "Jade has 4 cards. She gives away 2. She buys 1 more. She finds 9 more cards. She keeps one of 3 equal "
+        "shares. A friend gives her 4 more. How many cards does Jade have now?"
+    )
+    worked = " 4 - 2 = 2. 2 + 1 = 3. 3 + 9 = 12. 12 / 3 = 4. 4 + 4 = 8. The answer is \\boxed{8}."
+    lucky = " 4 - 3 = 2. 2 + 4 = 6. 6 / 3 = 2. 2 + 4 = 6. 6 + 2 = 8. The answer is \\boxed{8}."
+    assert right_steps(text, worked)
+    assert not right_steps(text, lucky)
+    assert not right_steps(text, " 4 - 2 = 2. 2 + 1 = 3. The answer is \\boxed{8}.")  # steps missing

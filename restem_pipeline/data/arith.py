@@ -11,12 +11,15 @@ GSM8K. Each problem has two kinds of worked solution:
   paper's human-data baseline does.
 
 Levels skew easy in the pretraining pool and are uniform in the train/validation/test splits.
+``parse_problem`` reads a problem's steps back from its words and ``right_steps`` tells a sample that
+works them from one that reaches the right answer by a wrong chain (a diagnostic, never the reward).
 Splits and the pool never share a problem text. Nothing here tokenizes or trains.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from restem_pipeline.data.schema import Problem
@@ -172,6 +175,52 @@ def _generate(counts: list[int], rng: random.Random, seen: set[str], held_out: b
             made += 1
     rng.shuffle(out)
     return out
+
+
+_OPENING = re.compile(r"^(\w+) has (\d+) (\w+)s\.$")
+_SENTENCES = [  # every _sentence template, inverted: (pattern, op)
+    (re.compile(r"^\w+ buys (\d+) more\.$"), "+"),
+    (re.compile(r"^\w+ finds (\d+) more \w+s\.$"), "+"),
+    (re.compile(r"^A friend gives \w+ (\d+) more\.$"), "+"),
+    (re.compile(r"^\w+ gives away (\d+)\.$"), "-"),
+    (re.compile(r"^\w+ loses (\d+) \w+s\.$"), "-"),
+    (re.compile(r"^\w+ sells (\d+) of them\.$"), "-"),
+    (re.compile(r"^Then \w+ gets (\d+) times as many\.$"), "*"),
+    (re.compile(r"^\w+ makes the pile (\d+) times bigger\.$"), "*"),
+    (re.compile(r"^\w+ splits them equally into (\d+) groups and keeps one group\.$"), "/"),
+    (re.compile(r"^\w+ keeps one of (\d+) equal shares\.$"), "/"),
+]
+_EQUATION = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+_APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}
+
+
+def parse_problem(text: str) -> ArithProblem:
+    """The problem ``make_problem`` wrote as ``text`` (its start and steps), read back from the words."""
+    sentences = re.findall(r"[^.?]+[.?]", text)
+    opening = _OPENING.match(sentences[0].strip()) if sentences else None
+    if not opening or not sentences[-1].strip().startswith("How many"):
+        raise ValueError(f"not an arith problem: {text!r}")
+    name, value, item = opening.group(1), int(opening.group(2)), opening.group(3)
+    start, steps = value, []
+    for sentence in sentences[1:-1]:
+        found = next(((m, op) for pattern, op in _SENTENCES if (m := pattern.match(sentence.strip()))), None)
+        if found is None:
+            raise ValueError(f"not an arith step: {sentence.strip()!r} in {text!r}")
+        x = int(found[0].group(1))
+        after = _APPLY[found[1]](value, x)
+        steps.append(Step(found[1], x, value, after))
+        value = after
+    return ArithProblem(text, start, tuple(steps), name, item)
+
+
+def right_steps(problem_text: str, completion: str) -> bool:
+    """Whether ``completion`` works the problem's own steps (``worked_solution``'s equations, in order).
+
+    The binary reward checks only the final answer; with answers of at most ``MAX_VALUE`` a wrong chain
+    of steps often lands on the right one. This tells the two apart (a diagnostic, never the reward).
+    """
+    worked = worked_solution(parse_problem(problem_text))
+    return _EQUATION.findall(completion) == _EQUATION.findall(worked)
 
 
 def embedded_problem_set(
