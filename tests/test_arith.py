@@ -96,3 +96,32 @@ def test_right_steps_tells_a_lucky_answer_from_the_worked_one():
     assert right_steps(text, worked)
     assert not right_steps(text, lucky)
     assert not right_steps(text, " 4 - 2 = 2. 2 + 1 = 3. The answer is \\boxed{8}.")  # steps missing
+
+
+def test_lucky_answers_script_counts_per_level(tmp_path):
+    """scripts/lucky_answers.py on a hand-made root: of two correct level-2 samples one has the right steps."""
+    import importlib.util
+    from pathlib import Path
+
+    import polars as pl
+
+    from restem_pipeline.storage.tables import DataRoot
+
+    spec = importlib.util.spec_from_file_location("lucky", Path(__file__).parents[1] / "scripts" / "lucky_answers.py")
+    lucky = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lucky)
+    text = "Ada has 6 coins. She buys 3 more. She keeps one of 3 equal shares. How many coins does Ada have now?"
+    root = DataRoot(tmp_path)
+    root.of("shared").write_table(pl.DataFrame({"id": ["p1"], "prompt": [text]}), "problems", "arith", "ingest")
+    samples = pl.DataFrame(
+        {
+            "sample_id": ["s1", "s2", "s3"],
+            "problem_id": ["p1"] * 3,
+            "level": [2, 2, 2],
+            "completion": [" 6 + 3 = 9. 9 / 3 = 3.", " 6 - 3 = 3. 3 * 1 = 3.", " 6 + 3 = 9. 9 - 3 = 6."],
+            "reward": [1.0, 1.0, 0.0],
+        }
+    )
+    root.of("restem").write_table(samples, "verified_samples", "arith", "iter_1")
+    table = lucky.lucky_table(tmp_path, "arith", "restem", "iter_1")
+    assert table.to_dicts() == [{"level": 2, "samples": 3, "correct": 2, "right_steps": 1, "lucky_share": 0.5}]
