@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from assets.definitions import all_assets, all_checks, default_resources, experiments_from
 from assets.ingest import problem_set as problem_set_asset
-from assets.summary import run_stages, stage_roots
+from assets.summary import label_of, run_stages, stage_roots
 from resources import DistillResource, ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
 from restem_pipeline.storage.tables import DataRoot
@@ -176,8 +176,6 @@ def run_demo(
             warnings.append(f"{where} warns: {ev.description or ''} {ev.metadata}")
             bar.write(f"warning: {warnings[-1]}")
     wall = time.perf_counter() - t0
-    from assets.paper import label_of
-
     root = DataRoot(data_root or None)
     metrics = {}
     for exp in experiments:

@@ -23,11 +23,11 @@ import dagster as dg
 from assets.experiment import TEACHER_STAGE, transfer_stage
 from assets.partitions import problem_sets
 from assets.reports import inline_png, stored_report
-from assets.summary import collect_reports, run_stages, stage_roots, summary_key
+from assets.summary import collect_reports, label_of, run_stages, stage_roots, summary_key
 from resources import ExperimentResource, StorageResource
 from restem_pipeline.evaluation import paper, plots
 from restem_pipeline.experiments import Experiment
-from restem_pipeline.storage.tables import SHARED, DataRoot, write_text_atomic
+from restem_pipeline.storage.tables import DataRoot, write_text_atomic
 
 REPORT_KEY = dg.AssetKey(["paper", "report"])
 SEED_RECORD = "paper_seed"
@@ -38,10 +38,6 @@ def paper_experiments(experiments: list[Experiment]) -> list[Experiment]:
     """The comparison set's experiments among ``experiments``, in the paper's order."""
     by_name = {e.name: e for e in experiments}
     return [by_name[n] for n in paper.PAPER_EXPERIMENTS if n in by_name]
-
-
-def label_of(exp: Experiment, stage: str, where: DataRoot) -> str:
-    return stage if where.experiment == SHARED else f"{exp.name}/{stage}"
 
 
 def expected_reports(root: DataRoot, problem_set: str, experiments: list[Experiment]) -> list[Path]:

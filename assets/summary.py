@@ -47,6 +47,11 @@ def stage_roots(root: DataRoot, stages: list[str]) -> dict[str, DataRoot]:
     return {s: root.of(SHARED) if s in ("base", "sft") else root for s in stages}
 
 
+def label_of(exp: Experiment, stage: str, where: DataRoot) -> str:
+    """A stage's label in tables: ``base`` / ``sft`` (shared), else ``<experiment>/<stage>``."""
+    return stage if where.experiment == SHARED else f"{exp.name}/{stage}"
+
+
 def collect_reports(roots: dict[str, DataRoot], problem_set: str) -> dict[str, dict]:
     """{stage: report} for the stages whose report is in storage, in ``roots`` order."""
     found = {s: stored_report(r, problem_set, s) for s, r in roots.items()}

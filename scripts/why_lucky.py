@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.common import load_problems, run_prompter  # noqa: E402
 from assets.paper import EMBEDDED_PAPER  # noqa: E402
+from assets.reports import stored_report  # noqa: E402
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource  # noqa: E402
 from restem_pipeline.data.arith import right_steps  # noqa: E402
 from restem_pipeline.evaluation.evaluate import evaluate, headline  # noqa: E402
@@ -56,7 +57,7 @@ def run_seed(paper_root: Path, seed: int, first: int, work: Path) -> dict:
     right = pl.Series([right_steps(text[i], c) for i, c in zip(rows["problem_id"], rows["completion"], strict=True)])
     cfg = dataclasses.replace(experiment.eval_config(prompter), k=1, train_subset=0)
     held_out = [p for p in problems if p.split in ("validation", "test")]
-    stored = json.loads(DataRoot(root).of("restem").report_path(SET, "iter_1", ".json").read_text())["metrics"]
+    stored = stored_report(DataRoot(root).of("restem"), SET, "iter_1")["metrics"]
     out = {"stored_answer": {k: stored[k] for k in ("validation/pass@1", "test/pass@1")}, "rows": {}}
     for variant, keep in (("answer", None), ("right_steps", right)):
         train = rows if keep is None else rows.filter(keep)

@@ -75,17 +75,18 @@ class ArithProblem:
         return len(self.steps)
 
 
+# Every step's sentence templates, per operation: ``_sentence`` writes them, ``parse_problem`` reads them.
+_TEMPLATES = {
+    "+": ["{pron} buys {x} more.", "{pron} finds {x} more {item}s.", "A friend gives {obj} {x} more."],
+    "-": ["{pron} gives away {x}.", "{pron} loses {x} {item}s.", "{pron} sells {x} of them."],
+    "*": ["Then {pron_lower} gets {x} times as many.", "{pron} makes the pile {x} times bigger."],
+    "/": ["{pron} splits them equally into {x} groups and keeps one group.", "{pron} keeps one of {x} equal shares."],
+}
+
+
 def _sentence(op: str, x: int, pron: str, obj: str, item: str, rng: random.Random) -> str:
-    options = {
-        "+": [f"{pron} buys {x} more.", f"{pron} finds {x} more {item}s.", f"A friend gives {obj} {x} more."],
-        "-": [f"{pron} gives away {x}.", f"{pron} loses {x} {item}s.", f"{pron} sells {x} of them."],
-        "*": [f"Then {pron.lower()} gets {x} times as many.", f"{pron} makes the pile {x} times bigger."],
-        "/": [
-            f"{pron} splits them equally into {x} groups and keeps one group.",
-            f"{pron} keeps one of {x} equal shares.",
-        ],
-    }
-    return rng.choice(options[op])
+    template = rng.choice(_TEMPLATES[op])
+    return template.format(pron=pron, pron_lower=pron.lower(), obj=obj, item=item, x=x)
 
 
 def _next_step(value: int, rng: random.Random) -> Step:
@@ -178,18 +179,17 @@ def _generate(counts: list[int], rng: random.Random, seen: set[str], held_out: b
 
 
 _OPENING = re.compile(r"^(\w+) has (\d+) (\w+)s\.$")
-_SENTENCES = [  # every _sentence template, inverted: (pattern, op)
-    (re.compile(r"^\w+ buys (\d+) more\.$"), "+"),
-    (re.compile(r"^\w+ finds (\d+) more \w+s\.$"), "+"),
-    (re.compile(r"^A friend gives \w+ (\d+) more\.$"), "+"),
-    (re.compile(r"^\w+ gives away (\d+)\.$"), "-"),
-    (re.compile(r"^\w+ loses (\d+) \w+s\.$"), "-"),
-    (re.compile(r"^\w+ sells (\d+) of them\.$"), "-"),
-    (re.compile(r"^Then \w+ gets (\d+) times as many\.$"), "*"),
-    (re.compile(r"^\w+ makes the pile (\d+) times bigger\.$"), "*"),
-    (re.compile(r"^\w+ splits them equally into (\d+) groups and keeps one group\.$"), "/"),
-    (re.compile(r"^\w+ keeps one of (\d+) equal shares\.$"), "/"),
-]
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A template as a full-sentence pattern: the operand captured, names, pronouns and items any word."""
+    pattern = re.escape(template).replace(re.escape("{x}"), r"(\d+)")
+    for word in ("{pron}", "{pron_lower}", "{obj}", "{item}"):
+        pattern = pattern.replace(re.escape(word), r"\w+")
+    return re.compile(f"^{pattern}$")
+
+
+_SENTENCES = [(_template_pattern(t), op) for op, templates in _TEMPLATES.items() for t in templates]
 _EQUATION = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}
 
