@@ -10,7 +10,7 @@ The tiny setting runs (``TINY``, written into the data volume and named by ``RES
 compose file hands to the code location and, through the run launcher, to the run): the embedded model,
 pretrained for 300 steps, on levels 1-2 arithmetic (enough for correct samples, so the training set is
 not empty: a blocking check); minutes on 2 cores with the image builds. Afterwards everything the test
-started is removed (``down -v`` and the run container).
+started is removed (the run containers, then ``down -v``), before and after.
 """
 
 from __future__ import annotations
@@ -66,17 +66,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fixed_names_are_ours() -> None:
-    """The compose file names its volumes and network for the run launcher (restem_data...): refuse to
-    touch ones another deployment on this host owns; remove leftovers of an earlier run of this test."""
-    for kind, name in (("volume", "restem_data"), ("volume", "restem_logs"), ("network", "restem_network")):
+FIXED_NAMES = (("volume", "restem_data"), ("volume", "restem_logs"), ("network", "restem_network"))
+
+
+def _remove_deployment(compose: list[str], env: dict | None = None, check: bool = True) -> None:
+    """Remove everything this test's project started, including the run launcher's containers.
+
+    The compose file names its volumes and network for the run launcher (restem_data...), so run
+    containers (not compose's: ``down`` leaves them) hold them and ``down -v`` fails while one exists,
+    running or exited (an earlier run of this test that was killed, a teardown that could not reach
+    Postgres). So: stop the services (the daemon launches nothing more), remove every container that
+    holds one of those names, then ``down -v``. Refuses to touch names another deployment owns.
+    """
+    _sh(*compose, "stop", "-t", "10", env=env, check=False, timeout=300)
+    for kind, name in FIXED_NAMES:
         out = subprocess.run(["docker", kind, "inspect", name], capture_output=True, text=True)
         if out.returncode != 0:
             continue
         labels = json.loads(out.stdout)[0].get("Labels") or {}
         if labels.get("com.docker.compose.project") != PROJECT:
             pytest.fail(f"docker {kind} {name} belongs to another deployment on this host ({labels}); stop it first")
-        subprocess.run(["docker", kind, "rm", "-f", name] if kind == "volume" else ["docker", kind, "rm", name])
+        holders = _sh("docker", "ps", "-aq", "--filter", f"{kind}={name}").split()
+        if holders:
+            _sh("docker", "rm", "-f", *holders, check=check)
+    _sh(*compose, "down", "-v", "--remove-orphans", env=env, check=check, timeout=300)
+    for kind, name in FIXED_NAMES:  # left by a compose project that no longer has containers
+        if subprocess.run(["docker", kind, "inspect", name], capture_output=True).returncode == 0:
+            _sh("docker", kind, "rm", name, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +101,7 @@ def deployment(tmp_path_factory):
         pytest.fail("docker-compose is not installed: run `make system` (apt-get install docker-compose)")
     _sh("bash", str(REPO / "deploy" / "docker" / "build_images.sh"), timeout=2400)
     compose = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE)]
-    _sh(*compose, "down", "-v", "--remove-orphans", timeout=300)  # leftovers of an earlier run of this test
-    _fixed_names_are_ours()
+    _remove_deployment(compose)  # leftovers of an earlier run of this test
     port = _free_port()
     env = {
         **os.environ,
@@ -105,9 +120,7 @@ def deployment(tmp_path_factory):
     finally:
         logs = _sh(*base, "logs", "--no-color", "--tail", "80", env=env, check=False)
         (tmp_path_factory.getbasetemp() / "compose.log").write_text(logs)
-        for cid in _psql(base, env, "SELECT value FROM run_tags WHERE key = 'docker/container_id'", check=False):
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-        _sh(*base, "down", "-v", "--remove-orphans", env=env, check=False, timeout=300)
+        _remove_deployment(base, env, check=False)
 
 
 def _psql(base: list[str], env: dict, sql: str, check: bool = True) -> list[str]:
