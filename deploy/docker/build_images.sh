@@ -28,6 +28,15 @@ mkdir -p build/deploy-wheels
 "$PY" -m pip download -q -d build/deploy-wheels torch==2.13.0 ".[deploy]" "setuptools>=68" 2> >(grep -v "is ignored" >&2)
 rm -f build/deploy-wheels/restem-*  # the project itself is installed from the source in the image
 
+# a rebuild leaves the previous image untagged (about 3 GB for restem-code): remove it unless a
+# container still uses it, so repeated builds (CI, the live deployment test) do not fill the disk
+old_ids=$(docker image inspect -f '{{.Id}}' restem-code:local restem-postgres:local 2>/dev/null || true)
 docker build -q -f deploy/docker/Dockerfile -t restem-code:local .
 docker build -q -f deploy/docker/postgres.Dockerfile -t restem-postgres:local deploy/docker
+for id in $old_ids; do
+  tags=$(docker image inspect -f '{{join .RepoTags ","}}' "$id" 2>/dev/null) || continue  # gone already
+  if [ -z "$tags" ]; then
+    docker image rm "$id" >/dev/null 2>&1 || echo "build_images.sh: kept the previous image $id (a container uses it)"
+  fi
+done
 echo "build_images.sh: restem-code:local and restem-postgres:local are ready"
