@@ -203,6 +203,8 @@ def run_paper(
             runs[seed] = {"reused": False, "skipped": "not every report is stored"}
             continue
         else:
+            if reuse_base and seed != seeds[0]:
+                _first_base_exists(first, problem_set, seeds[0], settings)
             out = run_demo(
                 problem_set, exps, str(root.root), settings, show_progress=show_progress, trainer=trainer,
                 distill=teacher or None, tags={"restem/paper_seed": str(seed)},
@@ -225,6 +227,24 @@ def run_paper(
     report = json.loads(last.report_path(problem_set, "paper", ".json").read_text())
     paths = {k: str(last.report_path(problem_set, "paper", f".{k}")) for k in ("md", "json", "png")}
     return {"report": report, "paths": paths, "runs": runs}
+
+
+def _first_base_exists(first: DataRoot, problem_set: str, first_seed: int, settings: dict) -> None:
+    """A later seed takes the first seed's base model; refuse clearly when it is not there.
+
+    That happens when the first seed was run with a given model (``--set base_model=PATH``) and this
+    call was not: the first seed's stored base report names the model it used.
+    """
+    path = settings.get("base_model")
+    if not path or Path(path).exists() or not str(path).startswith(str(first.root)):
+        return
+    used, report = "", first.report_path(problem_set, "base", ".json")
+    if report.exists():
+        used = f" (its base report names {json.loads(report.read_text()).get('model')!r})"
+    raise SystemExit(
+        f"seed {first_seed}'s base model is not at {path}: seed {first_seed} was run with a given base "
+        f"model{used}; pass the same --set base_model=PATH so every seed uses it"
+    )
 
 
 def with_iterations(experiments: list[Experiment], iterations: int | None, transfer: bool) -> list[Experiment]:

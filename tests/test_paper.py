@@ -298,3 +298,22 @@ def test_a_variant_name_must_be_a_plain_folder_name(tmp_path, name):
     with pytest.raises(SystemExit, match="--name"):
         main(["experiment", "paper", "--name", name, "--data-root", str(tmp_path), "--report-only"])
     assert not (tmp_path / "paper").exists()
+
+
+def test_a_later_seed_refuses_clearly_when_the_first_seeds_base_was_a_given_model(tmp_path):
+    """Seed 0 run with --set base_model=PATH has no base of its own; a later call without that flag must
+    say so and name the model seed 0 used, not fail inside transformers on a missing folder."""
+    from assets.paper import _first_base_exists
+    from restem_pipeline.storage.tables import DataRoot
+
+    first = DataRoot(tmp_path / "seed_0")
+    report = first.report_path("arith", "base", ".json")
+    report.parent.mkdir(parents=True)
+    report.write_text('{"model": "data/paper/other/seed_0/models/arith/shared/base", "stage": "base"}')
+    missing = str(first.model_dir("arith", "base"))
+    with pytest.raises(SystemExit, match=r"names 'data/paper/other/seed_0/models/arith/shared/base'.*--set base_model"):
+        _first_base_exists(first, "arith", 0, {"base_model": missing})
+    # a given model (not under the first seed's root) and a base that is there pass
+    _first_base_exists(first, "arith", 0, {"base_model": str(tmp_path / "elsewhere")})
+    first.model_dir("arith", "base").mkdir(parents=True)
+    _first_base_exists(first, "arith", 0, {"base_model": missing})
