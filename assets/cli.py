@@ -15,12 +15,10 @@ def demo_command(args: argparse.Namespace) -> int:
     overrides, trainer = settings["experiment"], settings["trainer"]
     if args.samples_per_problem:
         overrides["samples_per_problem"] = args.samples_per_problem
-    for key, value in parse_settings(args.set):
-        target, _, field = key.rpartition(".")
-        {"": overrides, "experiment": overrides, "trainer": trainer}[target][field] = value
+    distill = apply_settings(args.set, overrides, trainer, {})
     problem_set = args.problem_set or settings["problem_set"]
     experiments = chosen_experiments(args.experiment, args.iterations or settings.get("iterations"))
-    out = run_demo(problem_set, experiments, args.data_root, overrides, trainer=trainer)
+    out = run_demo(problem_set, experiments, args.data_root, overrides, trainer=trainer, distill=distill or None)
     k = overrides.get("eval_k", 8)
     runs = ", ".join(f"{e.name} ({e.iterations} iterations)" for e in experiments)
     print(
@@ -55,9 +53,7 @@ def paper_command(args: argparse.Namespace) -> int:
 
     preset = paper_settings(args.model, args.quick)
     overrides, trainer = preset["experiment"], preset["trainer"]
-    for key, value in parse_settings(args.set):
-        target, _, field = key.rpartition(".")
-        {"": overrides, "experiment": overrides, "trainer": trainer}[target][field] = value
+    distill = apply_settings(args.set, overrides, trainer, dict(preset["distill"]))
     problem_set = args.problem_set or preset["problem_set"]
     names = args.experiment or list(preset["experiments"])
     experiments = with_iterations(
@@ -71,7 +67,7 @@ def paper_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     reuse_base = args.model == "embedded"
     out = run_paper(
-        problem_set, experiments, seeds, paper_root, overrides, trainer, preset["distill"], reuse_base,
+        problem_set, experiments, seeds, paper_root, overrides, trainer, distill, reuse_base,
         run_missing=not args.report_only,
     )  # fmt: skip
     minutes = (time.perf_counter() - t0) / 60
@@ -105,21 +101,31 @@ def paper_command(args: argparse.Namespace) -> int:
 
 
 def parse_settings(items: list[str]) -> list[tuple[str, object]]:
-    """``--set KEY=VALUE`` items: KEY an ExperimentResource field (or ``trainer.FIELD``), VALUE JSON or text."""
+    """``--set KEY=VALUE`` items: KEY an ExperimentResource field (or ``trainer.FIELD``, ``distill.FIELD``),
+    VALUE JSON or text."""
     import json
 
     out = []
     for item in items:
         key, sep, raw = item.partition("=")
         target = key.rpartition(".")[0]
-        if not sep or not key or target not in ("", "experiment", "trainer"):
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a field or trainer.FIELD")
+        if not sep or not key or target not in ("", "experiment", "trainer", "distill"):
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a field, trainer.FIELD or distill.FIELD")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         out.append((key, value))
     return out
+
+
+def apply_settings(items: list[str], overrides: dict, trainer: dict, distill: dict) -> dict:
+    """Apply ``--set`` items to the ExperimentResource, TrainerResource and DistillResource settings (in
+    place); returns ``distill``. The resources' own validation checks the values when they are built."""
+    for key, value in parse_settings(items):
+        target, _, field = key.rpartition(".")
+        {"": overrides, "experiment": overrides, "trainer": trainer, "distill": distill}[target][field] = value
+    return distill
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting: an ExperimentResource field (max_train_problems=200) or trainer.FIELD "
+        help="override a setting: an ExperimentResource field (max_train_problems=200), trainer.FIELD or distill.FIELD "
         "(trainer.epochs=1); repeatable; checked by the resources' own validation",
     )
     p_demo.add_argument("--json", default=None, help="also write the metrics and wall times to this JSON file")

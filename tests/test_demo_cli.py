@@ -2,7 +2,7 @@
 
 import pytest
 
-from assets.cli import build_parser, parse_settings
+from assets.cli import apply_settings, build_parser, parse_settings
 from assets.demo import demo_settings
 from resources import ExperimentResource, TrainerResource
 
@@ -15,6 +15,23 @@ def test_set_parses_json_values_and_targets():
             parse_settings([bad])
     args = build_parser().parse_args(["demo", "--set", "seed=3", "--set", "trainer.batch_size=8"])
     assert args.set == ["seed=3", "trainer.batch_size=8"]
+
+
+def test_set_reaches_each_resource_and_distill_settings_are_validated():
+    from resources import DistillResource
+
+    overrides, trainer = {"seed": 1}, {}
+    distill = apply_settings(
+        ["seed=2", "trainer.learning_rate=5e-5", "distill.teacher_learning_rate=1e-3", "distill.teacher_layers=6"],
+        overrides,
+        trainer,
+        {"teacher_hidden_size": 192},
+    )
+    assert overrides == {"seed": 2} and trainer == {"learning_rate": 5e-5}
+    assert distill == {"teacher_hidden_size": 192, "teacher_learning_rate": 1e-3, "teacher_layers": 6}
+    assert DistillResource(**distill).teacher_learning_rate == 1e-3
+    with pytest.raises(ValueError, match="teacher_learning_rate must be in"):
+        DistillResource(**apply_settings(["distill.teacher_learning_rate=3"], {}, {}, {}))
 
 
 def test_real_model_settings_are_valid_resources():
