@@ -32,6 +32,7 @@ from restem_pipeline.data import arith
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "deploy" / "docker" / "docker-compose.yaml"
 PROJECT = "restemlive"
+COMPOSE_CMD = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE)]
 DEADLINE_S = 1500
 TINY = """\
 experiment:
@@ -69,7 +70,7 @@ def _free_port() -> int:
 FIXED_NAMES = (("volume", "restem_data"), ("volume", "restem_logs"), ("network", "restem_network"))
 
 
-def _remove_deployment(compose: list[str], env: dict | None = None, check: bool = True) -> None:
+def _remove_deployment(env: dict | None = None, check: bool = True) -> None:
     """Remove everything this test's project started, including the run launcher's containers.
 
     The compose file names its volumes and network for the run launcher (restem_data...), so run
@@ -78,7 +79,7 @@ def _remove_deployment(compose: list[str], env: dict | None = None, check: bool 
     Postgres). So: stop the services (the daemon launches nothing more), remove every container that
     holds one of those names, then ``down -v``. Refuses to touch names another deployment owns.
     """
-    _sh(*compose, "stop", "-t", "10", env=env, check=False, timeout=300)
+    _sh(*COMPOSE_CMD, "stop", "-t", "10", env=env, check=False, timeout=300)
     for kind, name in FIXED_NAMES:
         out = subprocess.run(["docker", kind, "inspect", name], capture_output=True, text=True)
         if out.returncode != 0:
@@ -89,7 +90,7 @@ def _remove_deployment(compose: list[str], env: dict | None = None, check: bool 
         holders = _sh("docker", "ps", "-aq", "--filter", f"{kind}={name}").split()
         if holders:
             _sh("docker", "rm", "-f", *holders, check=check)
-    _sh(*compose, "down", "-v", "--remove-orphans", env=env, check=check, timeout=300)
+    _sh(*COMPOSE_CMD, "down", "-v", "--remove-orphans", env=env, check=check, timeout=300)
     for kind, name in FIXED_NAMES:  # left by a compose project that no longer has containers
         if subprocess.run(["docker", kind, "inspect", name], capture_output=True).returncode == 0:
             _sh("docker", kind, "rm", name, check=check)
@@ -100,8 +101,7 @@ def deployment(tmp_path_factory):
     if shutil.which("docker-compose") is None:
         pytest.fail("docker-compose is not installed: run `make system` (apt-get install docker-compose)")
     _sh("bash", str(REPO / "deploy" / "docker" / "build_images.sh"), timeout=2400)
-    compose = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE)]
-    _remove_deployment(compose)  # leftovers of an earlier run of this test
+    _remove_deployment()  # leftovers of an earlier run of this test
     port = _free_port()
     env = {
         **os.environ,
@@ -109,7 +109,7 @@ def deployment(tmp_path_factory):
         "RESTEM_WEB_PORT": str(port),
         "RESTEM_SETTINGS": "/data/settings/tiny.yaml",
     }
-    base = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE)]
+    base = COMPOSE_CMD
     # the settings go into the data volume first: the code location reads them when it loads
     write = "mkdir -p /data/settings && cat > /data/settings/tiny.yaml"
     cmd = [*base, "run", "--rm", "--no-deps", "-T", "restem_code", "sh", "-c", write]
@@ -120,7 +120,7 @@ def deployment(tmp_path_factory):
     finally:
         logs = _sh(*base, "logs", "--no-color", "--tail", "80", env=env, check=False)
         (tmp_path_factory.getbasetemp() / "compose.log").write_text(logs)
-        _remove_deployment(base, env, check=False)
+        _remove_deployment(env, check=False)
 
 
 def _psql(base: list[str], env: dict, sql: str, check: bool = True) -> list[str]:
