@@ -29,6 +29,34 @@ STDOUT_ROWS = [
     ("", "\n", True),  # empty output vs a blank expected line
     (" 3\n", "3\n", True),  # leading space: same tokens
     ("3 x\n", "3 y\n", False),
+    # an integer answer is exact: an expected integer token is matched only by the same token
+    ("1.474836474100654e+17\n", "147483647410065408\n", False),  # the float's value is even exact
+    ("147483647410065408\n", "147483647410065408\n", True),
+    ("1.0\n", "1\n", False),
+    ("1.0000001\n", "1\n", False),
+    ("1e5\n", "100000\n", False),
+    ("-0\n", "0\n", False),  # as a judge's integer reader: no sign on zero, no plus, no leading zero
+    ("+5\n", "5\n", False),
+    ("007\n", "7\n", False),
+    ("007\n", "007\n", True),
+    ("-5\n", "-5\n", True),
+    ("-5.0\n", "-5\n", False),
+    ("1 2.0\n", "1 2\n", False),  # token by token within a line
+    (f"{3**5000}\n", f"{3**5000}\n", True),  # a huge integer (2386 digits), as text
+    (f"{3**5000 + 1}\n", f"{3**5000}\n", False),
+    (f"{3**5000}.0\n", f"{3**5000}\n", False),
+    # an expected float keeps its tolerance, whatever number token answers it
+    ("2\n", "2.0\n", True),
+    ("1\n", "1.5\n", False),
+    ("100000\n", "1e5\n", True),
+    ("1e+05\n", "1e5\n", True),
+    ("-5\n", "-5.0\n", True),
+    ("-4.9999999\n", "-5.0\n", True),
+    ("-4.99\n", "-5.0\n", False),
+    ("-0.000\n", "0.000\n", True),
+    ("-0\n", "0.0\n", True),
+    ("1e401\n", "1e400\n", False),  # both read as inf: never "close"
+    (f"{3**5000}\n", "1e300\n", False),  # too large for a float: inf, not close to 1e300
 ]
 
 
@@ -55,6 +83,17 @@ VALUE_ROWS = [
     (None, [None], True),
     ([], [[]], True),
     ([1, 2, 3], [1, 2], False),
+    # an expected integer needs an int of the same value; an expected float any number within 1e-6
+    (3.0, 3, False),
+    (1.474836474100654e17, 147483647410065408, False),
+    (147483647410065408, 147483647410065408, True),
+    (3 + 1e-7, 3, False),
+    (-0.0, 0, False),
+    ([1.0, 2], [1, 2], False),
+    (2, 2.0, True),
+    (3, 3.0000001, True),
+    (-5, -5.0, True),
+    (1, 1.5, False),
 ]
 
 

@@ -12,15 +12,23 @@ Two test formats (the JSON string in ``Problem.tests``):
   (HumanEval). The names the tests call that the program defines reach it as data (``checker``).
   One test.
 
-Comparison rules (APPS' own harness accepts an order-insensitive set of tokens; open-r1 zips lines so
-missing lines pass: both are stricter here). stdout: lines compared after trimming trailing
-whitespace and dropping trailing blank lines; a line differing in text may still match if it splits
-into the same number of whitespace tokens and every differing pair is two numbers of which at
-least one is not an integer literal, within 1e-6 absolute or relative. Extra or missing lines fail.
-Values: a tuple equals a list (JSON has no tuples); an expected one-element list also matches its
-sole element (much APPS data is wrapped like that); bool, number and string never equal each other;
-an expected integer needs an exactly equal answer (``3.0`` matches ``3``, ``3.0000001`` does not);
-an expected float matches within 1e-6. This module runs on the host; nothing here executes programs.
+Comparison rules (APPS' own harness accepts an order-insensitive set of tokens and, failing that,
+any floats within tolerance; open-r1 zips lines so missing lines pass: we are stricter than both).
+stdout: lines compared after trimming trailing whitespace and dropping trailing blank lines; a line
+differing in text may still match if it splits into the same number of whitespace tokens and every
+differing pair of tokens matches by the number rule. Number rule (stdout and values alike): **an
+integer answer is exact**. An expected integer token (``[+-]?digits``) is matched only by the same
+token, as written, as an online judge reads an integer: ``1.0``, ``1e0``, ``+1``, ``01`` and
+``1.474836474100654e+17`` (for ``147483647410065408``) all fail, and so does ``-0`` for ``0``. An
+expected float token (a decimal point or an exponent: ``2.0``, ``1e5``, ``.5``) is matched by any
+finite number token, integer ones included, within 1e-6 absolute or relative (``2`` matches
+``2.0``, ``100000`` matches ``1e5``, ``2.0000001`` matches ``2.0``); ``nan``/``inf`` match only as
+identical text. Extra or missing lines fail. Values: a tuple equals a list (JSON has no tuples); an
+expected one-element list also matches its sole element (much APPS data is wrapped like that); bool,
+number and string never equal each other; an expected integer needs an integer of the same value
+(``3`` matches ``3``; ``3.0`` and ``3.0000001`` do not); an expected float matches an int or float
+within 1e-6. Assert-style tests (``test_code``) are not compared here: their own assertions decide.
+This module runs on the host; nothing here executes programs.
 """
 
 from __future__ import annotations
@@ -127,11 +135,10 @@ def _lines(text: str) -> list[str]:
 def _tokens_match(got: str, want: str) -> bool:
     if got == want:
         return True
-    if not (_NUM_RE.match(got) and _NUM_RE.match(want)):
-        return False
-    if _INT_RE.match(got) and _INT_RE.match(want):
-        return False  # two integers must match exactly
-    return math.isclose(float(got), float(want), rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL)
+    if _INT_RE.match(want) or not (_NUM_RE.match(got) and _NUM_RE.match(want)):
+        return False  # an expected integer is matched only by the same token (checked above)
+    g, w = float(got), float(want)  # a token too large for a float reads as inf: never "close"
+    return math.isfinite(g) and math.isfinite(w) and math.isclose(g, w, rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL)
 
 
 def stdout_matches(got: str, want: str) -> bool:
@@ -156,7 +163,7 @@ def _strict_equal(got: Any, want: Any) -> bool:
         return type(got) is type(want) and got == want
     if isinstance(want, int | float) and isinstance(got, int | float):
         if isinstance(want, int):
-            return got == want  # an integer answer is exact: no float within 1e-6 of it passes
+            return isinstance(got, int) and got == want  # an integer answer is exact: an int, same value
         if math.isnan(got) or math.isnan(want):
             return math.isnan(got) and math.isnan(want)
         return math.isclose(got, want, rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL)

@@ -413,7 +413,8 @@ def main() -> None:
         _LIBC = None
     _prctl(4, 0)  # PR_SET_DUMPABLE = 0: no ptrace, no /proc/1/mem (the checker inherits it)
     _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: program processes are re-parented to us (unsafe-local)
-    # A deep recursion needs C stack in the program's process; the zygote's stack limit is inherited.
+    # A deep recursion needs C stack in the program's process; the zygote's stack limit is inherited
+    # by the program's main thread (its other threads get 8 MiB: zygote._thread_defaults).
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
     want = 256 << 20 if hard == resource.RLIM_INFINITY else min(256 << 20, hard)
     with contextlib.suppress(ValueError, OSError):

@@ -15,10 +15,17 @@ limits and runs the program:
   reply with the plain-data return value or the exception's type name. The program's own names are
   left alone (no wrapper), and what it returns is data; the verdict is computed elsewhere.
 
-The process ends like an interpreter that finishes: non-daemon threads joined, ``atexit`` handlers
-run, buffers flushed. Exit codes (all but 0 are failures; the program can choose them, so none of
-them can mean "pass" or "infrastructure"): 1 exception, 2 ``SystemExit`` other than 0, 3
-``MemoryError``, 4 file-size or disk limit.
+The process ends like an interpreter that finishes (:func:`_finish`): non-daemon threads joined,
+``atexit`` handlers run, ``sys.stdout``/``sys.stderr`` flushed, the program's own files and writers
+finalized, then ``sys.__stdout__``/``sys.__stderr__`` flushed, so output written at exit reaches the
+runner as on a host. Threads: the main thread keeps the runner's 256 MiB stack limit (deep
+recursion); a new thread gets 8 MiB, as on a host, unless the program asks ``threading.stack_size``
+for more, and malloc keeps one arena (:func:`_thread_defaults`), so dozens of threads fit the
+address-space limit, which still counts all the program allocates.
+
+Exit codes (all but 0 are failures; the program can choose them, so none of them can mean "pass" or
+"infrastructure"): 1 exception, 2 ``SystemExit`` other than 0, 3 ``MemoryError``, 4 file-size or
+disk limit.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import contextlib
 import copy  # noqa: F401
 import errno
 import functools  # noqa: F401
+import gc
 import heapq  # noqa: F401
 import itertools  # noqa: F401
 import json
@@ -53,6 +61,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plaindata  # noqa: E402
 
 ZYGOTE_FD = 3  # the zygote's socket to the runner (closed in every program process)
+THREAD_STACK = 8 << 20  # a new thread's stack: glibc's default on a host with the usual 8 MiB RLIMIT_STACK
+M_ARENA_MAX = -8  # mallopt(3)
 CALL_FD, REPLY_FD = 3, 4  # in the program's process
 CANDIDATE_UID = 65534
 EXIT_ERROR, EXIT_SYSEXIT, EXIT_MEMORY, EXIT_OUTPUT = 1, 2, 3, 4
@@ -80,6 +90,8 @@ CALL_PREAMBLE = compile(
 
 
 def zygote() -> None:
+    _thread_defaults()
+    gc.freeze()  # what we imported is never garbage: a program's collections (and its exit) skip it
     sock = socket.socket(fileno=ZYGOTE_FD)
     buf = bytearray()
     while True:
@@ -104,6 +116,38 @@ def zygote() -> None:
         sock.sendall(PID.pack(_spawn(job, fds, sock.fileno())))
         for fd in fds:
             os.close(fd)
+
+
+def _thread_defaults() -> None:
+    """Threads get the host's default stack, not the main thread's; malloc keeps one arena.
+
+    The runner raises RLIMIT_STACK to 256 MiB before it starts us, for the main thread's deep
+    recursions; glibc takes a new thread's default stack size from that limit at start-up, so every
+    thread would reserve 256 MiB of the program's address-space limit and the second or third
+    ``Thread.start()`` would fail ("can't start new thread"). We set glibc's default for new threads
+    back to 8 MiB (what a thread gets on a host; ``threading.stack_size(n)`` still sets any size, and
+    ``threading.stack_size()`` still answers 0). glibc also gives each thread that allocates its own
+    malloc arena, each reserving 64 MiB of address space (128 MiB while it is aligned): with one
+    arena the limit counts what the program allocates, not reservations. Forked programs inherit both.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        set_default = libc.pthread_setattr_default_np
+    except (OSError, AttributeError):  # not glibc (the unsafe-local backend on another libc)
+        threading.stack_size(THREAD_STACK)
+        return
+    attr = ctypes.create_string_buffer(256)  # a pthread_attr_t is 56 bytes on x86-64, 64 on arm64
+    if libc.pthread_attr_init(attr) != 0:
+        raise OSError("pthread_attr_init failed")
+    try:
+        if libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(THREAD_STACK)) != 0 or set_default(attr) != 0:
+            raise OSError("could not set the default thread stack size")
+    finally:
+        libc.pthread_attr_destroy(attr)
+    if libc.mallopt(M_ARENA_MAX, 1) != 1:
+        raise OSError("mallopt(M_ARENA_MAX, 1) failed")
 
 
 def _spawn(job: dict, fds: list[int], sock_fd: int) -> int:
@@ -132,6 +176,7 @@ def _spawn(job: dict, fds: list[int], sock_fd: int) -> int:
 def _program_process(job: dict, fds: list[int], sock_fd: int) -> None:
     """Runs in the forked program process; never returns."""
     code = EXIT_ERROR
+    ns: dict = {"__name__": "__main__", "__builtins__": builtins}  # the program's globals
     try:
         os.setsid()
         os.close(sock_fd)
@@ -146,10 +191,10 @@ def _program_process(job: dict, fds: list[int], sock_fd: int) -> None:
         sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
         sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
-        code = _run(job)
+        code = _run(job, ns)
     except BaseException as e:  # noqa: BLE001 - every way the program ends maps to an exit code
         code = _exit_code(e, job["mode"])
-    _finish(code)
+    _finish(code, ns)
 
 
 def _drop_privileges() -> None:
@@ -184,8 +229,7 @@ def _compile(source: str, wrap_return: bool):
     return compile(f"def _restem_main():\n{body}\n_restem_main()\n", "<program>", "exec", dont_inherit=True)
 
 
-def _run(job: dict) -> int:
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+def _run(job: dict, ns: dict) -> int:
     if job["mode"] == "stdio":
         exec(_compile(job["program"], True), ns)
         return 0
@@ -259,19 +303,40 @@ def _report(line: str) -> None:
         sys.stderr.write(line + "\n")
 
 
-def _finish(code: int) -> None:
-    """End like a finishing interpreter: join non-daemon threads, run atexit handlers, flush."""
-    for step in (threading._shutdown, _run_atexit):
+def _finish(code: int, ns: dict) -> None:
+    """End like a finishing interpreter (CPython's ``Py_FinalizeEx``), so output written at exit
+    reaches the runner as on a host: join non-daemon threads, run ``atexit`` handlers, flush
+    ``sys.stdout`` and ``sys.stderr`` (unless closed or ``None``; a failed flush is an error, as
+    CPython's exit status 120), clear the program's globals and collect garbage (its own files and
+    writers are finalized: ``IOBase.__del__`` flushes them; their errors are reported, not raised,
+    as on a host), then flush the original ``sys.__stdout__``/``sys.__stderr__`` (the fast-output
+    template prints into a ``StringIO`` and writes it to ``sys.__stdout__`` from an ``atexit``
+    handler). Nothing here reaches the runner but the program's own stdout and stderr."""
+    steps = (
+        threading._shutdown,
+        _run_atexit,
+        lambda: _flush(sys.stdout),  # looked up now: a handler may have replaced it
+        lambda: _flush(sys.stderr),
+        lambda: _collect(ns),
+        lambda: _flush(sys.__stdout__),
+        lambda: _flush(sys.__stderr__),
+    )
+    for step in steps:
         try:
             step()
-        except BaseException as e:  # noqa: BLE001
-            code = code or _exit_code(e, "stdio") or EXIT_ERROR
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - every way the program ends maps to an exit code
             code = code or _exit_code(e, "stdio") or EXIT_ERROR
     os._exit(code)
+
+
+def _flush(stream) -> None:
+    if stream is not None and not getattr(stream, "closed", False):  # CPython skips these too
+        stream.flush()
+
+
+def _collect(ns: dict) -> None:
+    ns.clear()  # as CPython clears ``__main__`` at exit: what only the program held is finalized
+    gc.collect()
 
 
 def _run_atexit() -> None:
