@@ -10,8 +10,15 @@ family. (2) Cases written by others: Math-Verify's own test rows (``benchmarks/m
 outputs), graded by restem (golds read like predictions: a boxed gold by ``math_solution``, else the
 answer restem's extraction finds in it) and by Math-Verify called as its tests call it; figures for
 all rows and for the rows with Math-Verify's default settings. Labels there are Math-Verify's: where
-they encode its own conventions (decimal commas, approximations, the last ``$...$`` of prose), restem's
-"misses" are disagreements of policy, listed with ``--show-errors``.
+they encode its own conventions (an approximation of an exact gold, rounding settings, a relation
+with doubled backslashes), restem's "misses" are disagreements of policy, listed with
+``--show-errors`` (and documented, with reasons, in ``tests/test_mathverify_public.py``).
+
+(3) Real texts without any answer marker: the 5,000 MATH test solutions with their boxes unwrapped
+(``\\boxed{X}`` becomes ``X``) and the 1,319 GSM8K test solutions without their ``#### N`` line and
+calculator annotations, graded against their own gold (how many answers the final-sentence rule
+finds, and reads right) and against another problem's gold of a different value (every "correct"
+there is a false positive).
 
 Prints the tables and, as its last line, one JSON object. Run: ``python benchmarks/bench_math_verify.py
 [--quick] [--show-errors]``. Needs ``pip install -e '.[bench]'`` (Math-Verify is a benchmark extra,
@@ -271,6 +278,69 @@ def _print_public(figures: dict) -> None:
         print(f"{source:<58}{n:>5}{restem_wrong:>14}{mv:>19}")
 
 
+# -- real texts without any answer marker -----------------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _unboxed(text: str) -> str:
+    """A MATH solution with each ``\\boxed{X}`` replaced by ``X`` (its final answer left in prose)."""
+    from restem_pipeline.rewards.mathverify.extraction import _boxed_spans
+
+    out, pos = [], 0
+    for start, end, content in _boxed_spans(text):
+        if start >= pos:
+            out += [text[pos:start], content]
+            pos = end
+    return "".join([*out, text[pos:]])
+
+
+def unmarked_texts() -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """(texts, golds, wrong golds) per data set; a wrong gold is the next problem's of another value."""
+    import re
+
+    from restem_pipeline.rewards.mathverify import parse_gold
+
+    with (DATA / "math" / "test.jsonl").open() as f:
+        math_rows = [json.loads(line) for line in f]
+    texts = [_unboxed(r["solution"]) for r in math_rows]
+    golds = [parse_gold(r["solution"], "math_solution") for r in math_rows]
+    wrong = []
+    for i, gold in enumerate(golds):
+        j = (i + 1) % len(golds)
+        while verify(f"\\boxed{{{gold}}}", golds[j]).status is Status.CORRECT:
+            j = (j + 1) % len(golds)
+        wrong.append(golds[j])
+    with (DATA / "gsm8k" / "test.jsonl").open() as f:
+        gsm_rows = [json.loads(line) for line in f]
+    gsm_texts = [re.sub(r"<<[^>]*>>", "", r["answer"].rpartition("####")[0]).strip() for r in gsm_rows]
+    gsm_golds = [r["answer"].rpartition("####")[2].strip().replace(",", "") for r in gsm_rows]
+    gsm_wrong = [str(int(g) + 1) for g in gsm_golds]
+    return {"math_unboxed": (texts, golds, wrong), "gsm8k_no_marker": (gsm_texts, gsm_golds, gsm_wrong)}
+
+
+def bench_unmarked() -> dict | None:
+    if not (DATA / "math" / "test.jsonl").exists():
+        return None
+    figures = {}
+    for name, (texts, golds, wrong) in unmarked_texts().items():
+        right = verify_batch(texts, golds, workers=2)
+        other = verify_batch(texts, wrong, workers=2)
+        figures[name] = {
+            "n": len(texts),
+            "against_gold": {s.value: sum(r.status is s for r in right) for s in Status},
+            "false_positives_against_another_gold": sum(r.status is Status.CORRECT for r in other),
+        }
+    return figures
+
+
+def _print_unmarked(figures: dict) -> None:
+    print()
+    print("Real texts without any answer marker (graded against their gold / another problem's gold)")
+    for name, row in figures.items():
+        print(f"{name:<18}{row['n']:>6}  {row['against_gold']}  FP: {row['false_positives_against_another_gold']}")
+
+
 def _errors(judged: list[bool], items: list[dict], n: int = 5) -> dict:
     fps = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if j and not it["equivalent"]]
     fns = [(it["answer"], it["gold"]) for j, it in zip(judged, items, strict=True) if not j and it["equivalent"]]
@@ -320,6 +390,10 @@ def main() -> None:
     public = bench_public(args.show_errors)
     _print_public(public)
     figures["public_cases"] = public
+    unmarked = bench_unmarked()
+    if unmarked is not None:
+        _print_unmarked(unmarked)
+        figures["unmarked_real_texts"] = unmarked
     print(json.dumps(figures))
 
 

@@ -3,8 +3,10 @@
 Covers: the reported hang (``strip_units`` used a regex exponential in the number of words after a
 number), the other rewrites that were super-linear (degree marks, "or"/"and", GSM8K ``####`` and
 "A:" lines, nested or unclosed boxes, many distinct boxes, exact arithmetic on huge quotients and
-fractional powers), the length limit on predicted answers, and a seeded fuzz over the regexes'
-interesting characters through ``verify`` and ``normalize_answer`` with a time guard on every call.
+fractional powers), issue 21's scanners (final sentences, "Answer $9$", chains, decimal commas,
+ratios, escaped LaTeX: long runs of each, and their pieces in the fuzz alphabet), the length limit
+on predicted answers, and a seeded fuzz over the regexes' interesting characters through ``verify``
+and ``normalize_answer`` with a time guard on every call.
 The rewritten scanners are checked against the regexes and loops they replace on short inputs
 (where those are fast).
 
@@ -304,6 +306,29 @@ ADVERSARIAL = {
     "sqrt": "\\sqrt{" * 500 + "2" + "}" * 500,
     "pm": "1 \\pm " * 500,
     "matrix": "\\begin{pmatrix}" + "1 & " * 500 + "\\end{pmatrix}",
+    # Issue 21's scanners: final sentences, markers, chains, commas, escapes.
+    "conclusion words": "Therefore " * 800 + "5",
+    "copulas": "So it is " + "is " * 1500 + "5",
+    "digit commas": "Therefore it is " + "1," * 2000 + "x",
+    "digit runs with words": "So he has " + "12 apples " * 400,
+    "unclosed dollars": "Therefore " + "$ a " * 1000,
+    "unclosed parens math": "So " + "\\( a " * 1000,
+    "chat tokens": "So it is 5. " + "<|im_start|>user " * 500,
+    "hope": "I hope it is correct. " * 500,
+    "answer spaces": "Answer" + " " * 4000 + "x",
+    "final answers": "\\boxed{1} " + "Final Answer: " * 800,
+    "approx chain": "x = " + "1 \\approx " * 300 + "2",
+    "equals chain": "x = " + "1+1 = " * 300 + "2",
+    "ratios": "1:" * 1000 + "2",
+    "semicolons": "(" + "0;" * 1000 + "0)",
+    "abs bars": "1 < " + "|x|" * 300 + " < 2",
+    "doubled backslashes": "\\\\frac{1}{2}\\n" * 500,
+    "escaped runs": "\\\\" * 2000 + "n",
+    "sums": "\\sum_{k=0}^{n} " * 200 + "k",
+    "glued units": "1," * 2000 + "m²",
+    "decimal comma": "1" * 3000 + ",5",
+    "connective words": "\\boxed{1}" + " papers and \\boxed{2}" * 300,
+    "named lists": ",".join(f"A{i}=1" for i in range(300)),
 }
 
 GOLDS = ["5", "\\frac{1}{2}", "\\text{Friday}", "(1, 2]", "x = 3", "20\\%", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"]
@@ -334,6 +359,8 @@ FUZZ_ALPHABET = [
     "\\sqrt", "\\!", "\\,", "\\{", "\\}", "\\in", "\\le", "\\infty", "\\overline{", "\\begin{pmatrix}",
     "\\end{pmatrix}", "&", "word", "cm", "m", "miles", "pi", "or", "and", "x", "The answer is ",
     "final answer: ", "=", "<", "-", "+", "*", "/", "!", "²", "\u00a0", "−", "×", "π",
+    "Therefore, ", "So ", " is ", "<|im_start|>", "I hope it is correct.", "Answer ", "\\approx", "≈", "€",
+    "m²", "\\sum_{k=0}^{n}", "|", "\\n", '\\"', "\\\\", " and ", "AB=", "about ",
 ]  # fmt: skip
 
 

@@ -59,7 +59,11 @@ NUMBERS = [
 
 EXPRESSIONS = [
     ("\\boxed{2\\sqrt{3}}", "\\sqrt{12}", C),
-    ("\\boxed{\\sqrt{3}}", "1.7320508075688772", I),  # a decimal approximation is not the number
+    # A gold that is itself approximate (a float printed in full, 12+ significant digits) is equal to
+    # what rounds to it (issue 21); a short decimal is an answer of its own, never an approximation.
+    ("\\boxed{\\sqrt{3}}", "1.7320508075688772", C),
+    ("\\boxed{\\sqrt{3}}", "1.73205", I),  # a decimal approximation is not the number
+    ("\\boxed{1.7320508075688772}", "\\sqrt{3}", I),  # ... nor an approximate prediction an exact gold
     ("\\boxed{\\frac{\\sqrt{6}+\\sqrt{2}}{4}}", "\\cos 15^\\circ", C),  # degrees inside trig
     ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{3}", I),
     ("\\boxed{3\\pi}", "3\\pi", C),

@@ -13,7 +13,9 @@ item; the reason says which). Only ``correct`` gives a reward of 1.
 Which answer is graded: the final answer of ``extraction.final_boxed`` when the output has boxes
 (the last box; boxes side by side with only connectives between them form one answer, "\\boxed{2}
 and \\boxed{3}" is "2, 3"; an earlier box followed by prose and another box was corrected and is
-not graded), else the first rule of ``extraction.extract_answers`` that finds one. With the
+not graded; a "The final answer is ..." written after the last box replaces the box), else the first
+rule of ``extraction.extract_answers`` that finds one (an output that is visibly an escaped string
+literal is read unescaped first: ``extraction.unescape_literal``). With the
 problem's text (``problem=``/``problems=``), an answer that restates the problem's own expression
 unevaluated is ``incorrect`` with the reason "restates the problem" (``restatement``), even when it
 is numerically equal to the gold.
@@ -49,6 +51,7 @@ from restem_pipeline.rewards.mathverify.extraction import (
     extract_answers,
     final_boxed_parts,
     parse_gold,
+    unescape_literal,
 )
 from restem_pipeline.rewards.mathverify.grading import Grader, judge_answers, predicted_chars_limit, shape_of_answer
 from restem_pipeline.rewards.mathverify.restatement import restates_problem
@@ -132,6 +135,8 @@ def _graded(prediction: str, candidates: list[str], gold: str) -> tuple[tuple[st
     alternatives that must each equal the gold ("\\boxed{15\\frac{39}{40}}, or \\boxed{\\frac{639}{40}}"
     against ``\\frac{639}{40}``). A final answer too long to grade is graded whole (and refused)."""
     parts = final_boxed_parts(prediction) if len(candidates) > 1 else []
+    if ", ".join(parts) != candidates[-1]:
+        parts = []  # the final answer is a "final answer is ..." written after the boxes
     if len(parts) > 1 and len(candidates[-1]) <= predicted_chars_limit(gold) and shape_of_answer(gold)[0] != "set":
         return tuple(parts), parts
     return (candidates[-1],), parts
@@ -211,6 +216,7 @@ def verify_batch(
         if not isinstance(prediction, str):
             results[i] = MathResult(Status.UNPARSEABLE_PREDICTION, None, gold_answer, "prediction is not text")
             continue
+        prediction = unescape_literal(prediction)
         candidates = extract_answers(prediction, last_number_fallback=last_number_fallback)
         if not candidates:
             results[i] = MathResult(Status.UNPARSEABLE_PREDICTION, None, gold_answer, "no final answer found")

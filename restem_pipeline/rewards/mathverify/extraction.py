@@ -3,12 +3,17 @@
 Covers: ``\\boxed{}`` / ``\\fbox{}`` with balanced braces (also ``\\boxed 2``); which boxes form the
 final answer (``final_boxed``: the last box, joined with the boxes right before it when only
 connectives stand between them, so "\\boxed{5} ... wait, \\boxed{6}" is 6 and "\\boxed{2} and
-\\boxed{3}" is "2, 3"); "The final answer is ...", "Final Answer: The volume is 120." (the value after
-the last "is" of a sentence), "The answer is ...", GSM8K ``#### N``, "A: N", a whole output that is
-itself a bare answer, and an opt-in last-number fallback that keeps fractions (``1/3``), mixed
-numbers (``3 1/2``) and clock times (``2:30``) whole. Gold parsing per data set: ``answer`` (MATH-500's
-``answer`` field, the embedded set), ``math_solution`` (the final boxes of a MATH solution) and
-``gsm8k`` (``#### N``, thousands commas).
+\\boxed{3}" is "2, 3"; also across "y_2 =", "\\text{ for part (a) and }" and "papers and"); "The final
+answer is ...", "Final Answer: The volume is 120." (the value after the last "is" of a sentence; after
+"Final Answer:", a sentence's only value), also when written after the last box (the box was an
+intermediate result), "The answer is ...", "Answer $9$" (a line starting "Answer" before math; inline
+math stays on one line), GSM8K ``#### N``, "A: N", a whole output that is itself a bare answer, the
+concluding final sentence of an output without any marker (``sentences``: "Therefore,
+there are 12 apples.", never any other number of the text), and an opt-in last-number fallback that
+keeps fractions (``1/3``), mixed numbers (``3 1/2``) and clock times (``2:30``) whole. A text that is
+visibly an escaped string literal (``\\\\frac``, ``\\n``) is read unescaped first (``unescape_literal``).
+Gold parsing per data set: ``answer`` (MATH-500's ``answer`` field, the embedded set),
+``math_solution`` (the final boxes of a MATH solution) and ``gsm8k`` (``#### N``, thousands commas).
 
 Does not cover: deciding whether two answers are equal (``grading``), or rewriting LaTeX
 (``normalize``). Everything here is linear-time string scanning, safe to run in-process.
@@ -18,6 +23,16 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+
+from restem_pipeline.rewards.mathverify.sentences import (
+    MAX_SENTENCE_CHARS,
+    PROSE,
+    TEXT_COMMAND,
+    final_sentence_answer,
+    masked_prose,
+    math_spans,
+    sole_value,
+)
 
 GoldFormat = Literal["answer", "math_solution", "gsm8k"]
 GOLD_FORMATS: tuple[str, ...] = ("answer", "math_solution", "gsm8k")
@@ -35,6 +50,38 @@ _BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*(\{|[^\s{\\])")
 _BOXED_TOKEN = re.compile(r"[^\s$.,;]+")
 # A backslash escapes the next character (so ``\\{`` is no brace), as in LaTeX.
 _BRACE_OR_ESCAPE = re.compile(r"\\.|[{}]", re.DOTALL)
+
+
+# A text that is visibly an escaped string literal: every LaTeX backslash doubled ("\\\\frac"), and
+# otherwise only "\\n" and "\\"" escapes. One pass decodes it, left to right, like a string literal.
+_BACKSLASH_RUN = re.compile(r"\\+")
+_LITERAL_ESCAPE = re.compile(r'\\([\\n"])')
+_DECODED = {"\\": "\\", "n": "\n", '"': '"'}
+
+
+def unescape_literal(text: str, *, gold: bool = False) -> str:
+    """The string an escaped dump of a text stands for, when the text is visibly one; else the text.
+
+    It is one when every run of backslashes is doubled (2 or 4) or a single one before ``n`` or ``"``,
+    and some doubled backslash starts a command (``\\\\frac``). A prediction must also show a single
+    ``\\n`` or ``\\"`` escape: a model that writes ``-2 \\\\le x`` (a LaTeX line break, then "le") with no
+    other sign of escaping is graded as written. A gold (data, not a model's output) needs no such sign.
+    """
+    if "\\\\" not in text:
+        return text
+    doubled_command = single_escape = False
+    for m in _BACKSLASH_RUN.finditer(text):
+        after = text[m.end() : m.end() + 1]
+        size = len(m.group())
+        if size in (2, 4):
+            doubled_command |= size == 2 and after.isalpha()
+        elif size == 1 and after in ("n", '"'):
+            single_escape = True
+        else:
+            return text
+    if not doubled_command or not (gold or single_escape):
+        return text
+    return _LITERAL_ESCAPE.sub(lambda m: _DECODED[m.group(1)], text)
 
 
 def _matching_braces(text: str, opens: set[int]) -> dict[int, int]:
@@ -92,9 +139,13 @@ def boxed_answers(text: str) -> list[str]:
 # and $\\boxed{3}$", "x = \\boxed{2} or x = \\boxed{3}"): spaces, punctuation, math delimiters, "and",
 # "or", a variable and "=". Gaps are at most ``MAX_CONNECTIVE_CHARS`` long, so matching is bounded.
 MAX_CONNECTIVE_CHARS = 40
+# Also: a named quantity and "=" ("y_2 = \\boxed{...}"), a part label ("\\text{ for part (a) and }"), and one
+# unit word before "and" ("\\boxed{1} papers and \\boxed{2} bins"). Each token starts differently or is
+# bounded by ``\b``, so a gap (at most 40 characters) is matched without ambiguous backtracking.
 _CONNECTIVE = re.compile(
-    r"(?:\s|[$,;&]|\\[,;:! ()\[\]]|\\q?quad\b|\\\\|\\(?:text|mathrm|mbox)\s*\{\s*(?:and|or|,)?\s*\}"
-    r"|\b(?:and|or)\b|[a-zA-Z]\s*=)*"
+    r"(?:\s|[$,;&]|\\[,;:! ()\[\]]|\\q?quad\b|\\\\|\\(?:text|mathrm|mbox)\s*\{|\}"
+    r"|\b(?:and|or|for\s+part)\b|\(\w\)|\b[a-z]{2,}\b(?=,?\s+and\b)"
+    r"|\b[a-zA-Z](?:_\{?\w+\}?)?\s*=)*"
 )
 
 
@@ -112,7 +163,11 @@ def final_boxed(text: str) -> str | None:
 
 def final_boxed_parts(text: str) -> list[str]:
     """The distinct contents of the boxes that form the final answer (see ``final_boxed``), in order."""
-    spans = [span for span in _boxed_spans(text) if span[2]]
+    return _final_parts(text, _boxed_spans(text))
+
+
+def _final_parts(text: str, all_spans: list[tuple[int, int, str]]) -> list[str]:
+    spans = [span for span in all_spans if span[2]]
     if not spans:
         return []
     run = [spans[-1]]
@@ -133,10 +188,13 @@ def last_boxed(text: str) -> str | None:
 
 
 # "The (final) answer is", "Final answer:", and a line starting "Answer:" (also "**Answer:**").
+# A line starting "Answer" right before math ("Answer $9$", "Answer \\[ 9 \\]") counts as "Answer:".
 _ANSWER_IS = re.compile(
-    r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*:?\s*|^[ \t]*(?:\*\*)?answer\s*:\s*(?:\*\*)?[ \t]*",
+    r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*:?\s*"
+    r"|^[ \t]*(?:\*\*)?answer(?:\s*:\s*(?:\*\*)?[ \t]*|[ \t]+(?=\$|\\[(\[]))",
     re.IGNORECASE | re.MULTILINE,
 )
+_FINAL_ANSWER_IS = re.compile(r"final\s+answer\s*(?:is|:)", re.IGNORECASE)
 _SPACES = re.compile(r"\s*")
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 # The last-number fallback reads a mixed number ("3 1/2"), a fraction ("1/3") or a clock time ("2:30")
@@ -147,11 +205,8 @@ _LAST_NUMBER = re.compile(
     r"|(?P<time>\d{1,2}:\d\d)(?![\d:])"
     r"|(?P<number>" + _NUMBER + ")"
 )
-# Two English words in a row: the text is a sentence, not a bare answer.
-_PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")
 # "The volume of the box is 120": the value follows the sentence's last "is" (or "=").
 _COPULA = re.compile(r"\b(?:is|are|was|were|equals|be)\s+|=\s*")
-_TEXT_COMMAND = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}")
 
 
 def _answer_after_phrase(text: str) -> str | None:
@@ -161,26 +216,40 @@ def _answer_after_phrase(text: str) -> str | None:
     if not matches:
         return None
     rest = text[matches[-1].end() :]
+    for left, right in (('\\"', '\\"'), ('"', '"'), ("“", "”")):
+        # A quoted answer ("The final answer is \\"$12$ and $13$\\"") is the text between the quotes.
+        if rest.startswith(left):
+            closing = rest.find(right, len(left), max(rest.find("\n"), 0) or len(rest))
+            if closing > len(left) and rest[len(left) : closing].strip():
+                return rest[len(left) : closing].strip()
+            break
+    # Inline math (``$...$``, ``\\(...\\)``) stays on one line, as in Markdown; display math may span lines.
     if rest.startswith("$"):
-        inner = re.match(r"\$\$?((?:\\.|[^$\\])+)\$", rest, re.DOTALL)
+        inner = re.match(r"\$\$((?:\\.|[^$\\])+)\$|\$((?:\\.|[^$\\\n])+)\$", rest)
         if inner:
-            return inner.group(1).strip()
+            return (inner.group(1) or inner.group(2)).strip()
     if rest.startswith(("\\(", "\\[")):
         # "The final answer is \\((-6, 10)\\)": one match attempt, the first closing delimiter.
         closing = rest.find("\\)" if rest[1] == "(" else "\\]", 2)
-        if closing > 2:
+        if closing > 2 and (rest[1] == "[" or "\n" not in rest[2:closing]):
             return rest[2:closing].strip() or None
     line = rest.split("\n", 1)[0]
     # End at a sentence-ending period (". " or a final "."), not at a decimal point.
     line = re.split(r"\.(?=\s|$)", line, maxsplit=1)[0]
     line = line.strip().strip("$").strip()
-    return _value_of_sentence(line) or None
+    value = _value_of_sentence(line)
+    sentence = ":" in matches[-1].group() and "final" in matches[-1].group().lower()
+    if sentence and value is line and len(line) <= MAX_SENTENCE_CHARS and PROSE.search(TEXT_COMMAND.sub("", line)):
+        # "Final Answer: Jane started growing Sphere 3 hours ago.": after "Final Answer:" comes a
+        # sentence; with one value, it states that value.
+        value = sole_value(line) or line
+    return value or None
 
 
 def _value_of_sentence(line: str) -> str:
     """``line`` itself, or for a sentence ("The volume of the box is 120") what follows its last
     "is"/"are"/"was"/"equals"/"=" when that is not prose; a sentence without one stays whole."""
-    if not _PROSE.search(_TEXT_COMMAND.sub("", line)):
+    if not PROSE.search(TEXT_COMMAND.sub("", line)):
         return line
     last = None
     for last in _COPULA.finditer(line):  # noqa: B007 (the last match is wanted)
@@ -188,7 +257,7 @@ def _value_of_sentence(line: str) -> str:
     if last is None:
         return line
     tail = line[last.end() :].strip().strip("$").strip()
-    return tail if tail and not _PROSE.search(_TEXT_COMMAND.sub("", tail)) else line
+    return tail if tail and not PROSE.search(TEXT_COMMAND.sub("", tail)) else line
 
 
 def _strip_math_delimiters(text: str) -> str:
@@ -208,8 +277,11 @@ def _bare_answer(text: str) -> str | None:
     if not t or "\n" in t or len(t) > 200 or "\\boxed" in t or "\\fbox" in t:
         return None
     no_text = re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*\{[^{}]*\}", "", t)
-    if _PROSE.search(no_text):
+    if PROSE.search(no_text):
         return None
+    spans = math_spans(t)
+    if spans and any(w.lower() not in ("and", "or") for w in re.findall(r"[A-Za-z]{2,}", masked_prose(t, spans))):
+        return None  # "Thus, $x + y = 6$.": words around math make a sentence (``sentences`` reads it)
     return t
 
 
@@ -221,11 +293,17 @@ def extract_answers(text: str, *, last_number_fallback: bool = False) -> list[st
     text if it is a bare answer; the last number (only with ``last_number_fallback``). Empty when
     nothing is found.
     """
-    final = final_boxed(text)
-    if final is not None:
-        distinct = [b for b in dict.fromkeys(boxed_answers(text)) if b and b != final]
+    text = unescape_literal(text)
+    spans = _boxed_spans(text)  # one scan for every rule about boxes
+    parts = _final_parts(text, spans)
+    if parts:
+        final = ", ".join(parts)
+        distinct = [b for b in dict.fromkeys(content for _, _, content in spans) if b and b != final]
+        stated = _final_answer_after_boxes(text, spans[-1][1])
+        if stated is not None and stated != final:
+            return [*distinct, final, stated]
         return [*distinct, final]
-    for finder in (_answer_after_phrase, _gsm8k_answer, _a_colon_answer, _bare_answer):
+    for finder in (_answer_after_phrase, _gsm8k_answer, _a_colon_answer, _bare_answer, final_sentence_answer):
         found = finder(text)
         if found:
             return [found]
@@ -236,6 +314,21 @@ def extract_answers(text: str, *, last_number_fallback: bool = False) -> list[st
         if last is not None:
             return [_number_text(last)]
     return []
+
+
+def _final_answer_after_boxes(text: str, boxes_end: int) -> str | None:
+    """The answer of a "Final answer: ..." / "The final answer is ..." written after the last box
+    (the box was an intermediate result: "... = \\boxed{255}. ... The final answer is $10,455$."); None
+    when there is none, or when it is prose rather than a value."""
+    last = None
+    for last in _FINAL_ANSWER_IS.finditer(text, boxes_end):  # noqa: B007 (the last match is wanted)
+        pass
+    if last is None:
+        return None
+    stated = _answer_after_phrase(text[last.start() :])
+    if stated is None or PROSE.search(TEXT_COMMAND.sub("", stated)):
+        return None
+    return stated
 
 
 def _number_text(m: re.Match) -> str:
@@ -330,6 +423,7 @@ def parse_gold(text: str, gold_format: GoldFormat) -> str:
         raise ValueError(f"unknown gold_format {gold_format!r}; expected one of {GOLD_FORMATS}")
     if not isinstance(text, str):
         raise InvalidGoldError(f"gold is {type(text).__name__}, not a string")
+    text = unescape_literal(text, gold=True)
     if gold_format == "answer":
         gold = _strip_math_delimiters(text)
         boxed = final_boxed(gold)

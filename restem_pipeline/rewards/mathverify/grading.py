@@ -1,13 +1,17 @@
 """Decide whether a predicted answer equals the gold answer, shape by shape.
 
 Covers: sets and unordered solution lists (a matching, both ways), tuples and intervals (same
-brackets, same order), matrices (and a column vector against a tuple), equations (``x = 5`` against
-``5``; two general equations are equal when one is a nonzero multiple of the other), inequalities
-(as intervals when they are linear in one variable, ``relations``: ``-x > -1`` is ``x < 1`` is
-``(-\\infty, 1)``), and scalars: text answers, multiple-choice
-letters, base-``b`` numerals, percentages (``20\\%`` is ``20`` and ``0.2``; ``15`` is never
-``0.15``), degrees, mixed numbers (``2\\frac12``), repeating decimals (``0.\\overline{3}``), exact
-rational numbers (a decimal equals a fraction only when exactly equal), and expressions.
+brackets, same order), matrices (and a column vector against a tuple), equations (``x = 5`` or ``AB =
+4`` against ``4``; a predicted equation whose right side is a value states it, ``x + y = 6`` is 6; two
+general equations are equal when one is a nonzero multiple of the other), named quantities against
+unnamed values in the same order (``4, 5`` is ``AB=4, CD=5``; ``(5, 2)`` is ``p=5, q=2``), ratios term
+by term (``7:32`` is never ``7/32``), inequalities (as intervals when they are linear in one
+variable, ``relations``: ``-x > -1`` is ``x < 1`` is ``(-\\infty, 1)``), and scalars: text answers,
+multiple-choice letters, base-``b`` numerals, percentages (``20\\%`` is ``20`` and ``0.2``; ``15`` is
+never ``0.15``), degrees, mixed numbers (``2\\frac12``), repeating decimals (``0.\\overline{3}``), exact
+rational numbers (a decimal equals a fraction only when exactly equal), and expressions. Numbers
+given approximately or with a decimal comma (``\\frac13 \\approx 0.33``, an approximate gold such as
+``4.123105625617661``, ``1000,99``) follow ``approximate``.
 
 A predicted answer longer than ``MAX_PREDICTED_CHARS`` (and than twice the gold answer) is not
 graded at all: ``judge_answers`` reports it as ``unparseable_prediction`` before normalizing it, so
@@ -25,6 +29,12 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Protocol
 
+from restem_pipeline.rewards.mathverify.approximate import (
+    approx_options,
+    approximate_gold,
+    decimal_comma_twins,
+    rounds_to,
+)
 from restem_pipeline.rewards.mathverify.evaluate import (
     Unreliable,
     exact_value,
@@ -35,7 +45,7 @@ from restem_pipeline.rewards.mathverify.evaluate import (
 from restem_pipeline.rewards.mathverify.latex_expr import ExprParseError, Node, parse_expr, symbols_of
 from restem_pipeline.rewards.mathverify.normalize import MATH_WORDS, normalize_answer
 from restem_pipeline.rewards.mathverify.relations import interval_of
-from restem_pipeline.rewards.mathverify.structure import Shape, shape_of
+from restem_pipeline.rewards.mathverify.structure import Shape, name_key, named_lhs, shape_of
 
 # The longest predicted answer graded (MATH's longest gold answer has 159 characters); a longer
 # gold allows predictions twice its length.
@@ -114,16 +124,30 @@ class Grader:
         pk, gk = pred[0], gold[0]
         if pred == gold:
             return True
+        if pk == "approx" or gk == "approx":
+            return _any(self.equal(p, g) for p in approx_options(pred) for g in approx_options(gold))
         if gk == "eq" and pk != "eq" and _numeric_equation(gold):
             # "0.56 = 56\%": the gold states one number two ways; either way is the answer.
             return _either(self.equal(pred, ("scalar", gold[1])), self.equal(pred, gold[2]))
-        if gk == "eq" and _simple_lhs(gold[1]) and pk != "eq":
+        if gk == "eq" and named_lhs(gold[1]) and pk != "eq":
             return self.equal(pred, gold[2])
-        if pk == "eq" and _simple_lhs(pred[1]) and gk != "eq":
+        if pk == "eq" and gk != "eq" and (named_lhs(pred[1]) or _states_value(pred)):
+            # "x = 5", "AB = 4"; and an equation whose right side is a value states it: "5+5+1 = 11",
+            # "x + y = 6" (the quantity asked for, computed), "[-11+1, 3+1] = [-10, 4]".
             return self.equal(pred[2], gold)
         if pk == "ineq" or gk == "ineq":
             pred, gold = interval_of(pred) or pred, interval_of(gold) or gold
             pk, gk = pred[0], gold[0]
+        named = _named_values(gold) if pk in ("set", "seq") else None
+        if named is not None:
+            # "4, 5" or "(4, 5)" against "AB = 4, CD = 5": unnamed values are the named ones in order.
+            p_items = pred[1] if pk == "set" else pred[3]
+            if (pk == "seq" and pred[1:3] != ("(", ")")) or any(p[0] == "eq" for p in p_items):
+                named = None
+            elif len(p_items) != len(named):
+                return False
+            else:
+                return _all(self.equal(p, g) for p, g in zip(p_items, named, strict=True))
         if gk == "set" or pk == "set":
             p_items = pred[1] if pk == "set" else (pred,)
             g_items = gold[1] if gk == "set" else (gold,)
@@ -133,9 +157,15 @@ class Grader:
         if pk != gk:
             if gk == "scalar" and is_text(gold[1]):
                 return False
+            if pk == "ratio":  # "2:30" against a number: a ratio or a clock time, no value to compare
+                raise UnparseablePrediction(f"a ratio or clock time against a gold that is none: {pred!r}")
             if pk == "scalar" and gk in ("seq", "eq", "ineq"):
                 self.scalar_node(pred[1], is_gold=False)  # raises when unreadable
             return False
+        if gk == "ratio":
+            if len(pred[1]) != len(gold[1]):
+                return False
+            return _all(self.equal(p, g) for p, g in zip(pred[1], gold[1], strict=True))
         if gk == "seq":
             if pred[1:3] != gold[1:3] or len(pred[3]) != len(gold[3]):
                 return False
@@ -183,8 +213,8 @@ class Grader:
 
     def equations_equal(self, pred: Shape, gold: Shape) -> bool | None:
         p_lhs, g_lhs = pred[1], gold[1]
-        if _simple_lhs(p_lhs) and _simple_lhs(g_lhs):
-            if p_lhs.replace(" ", "") != g_lhs.replace(" ", ""):
+        if named_lhs(p_lhs) and named_lhs(g_lhs):
+            if name_key(p_lhs) != name_key(g_lhs):
                 return False
             return self.equal(pred[2], gold[2])
         if pred[2][0] != "scalar" or gold[2][0] != "scalar":
@@ -218,6 +248,9 @@ class Grader:
         if base is not None:
             return base
         g_num, p_num = _number_of(gold), _number_of(pred)
+        approximate = approximate_gold(gold) if not g_flag else None
+        if approximate is not None:
+            return rounds_to(pred, p_num, *approximate)
         if g_num is not None and p_num is not None:
             if p_num == g_num:  # "20%" is "20", "35°" is "35"
                 return True
@@ -250,6 +283,41 @@ def _all(outcomes) -> bool | None:
             return False
         undecided |= outcome is None
     return None if undecided else True
+
+
+def _any(outcomes) -> bool | None:
+    """True if any is True, else None if any is None, else False (lazily)."""
+    undecided = False
+    for outcome in outcomes:
+        if outcome is True:
+            return True
+        undecided |= outcome is None
+    return None if undecided else False
+
+
+def _variable_free(shape: Shape) -> bool:
+    """A value without unknowns: a number or constant expression, or a tuple, list or interval of them."""
+    if shape[0] == "scalar":
+        node = _expr_or_error(shape[1])
+        return not isinstance(node, str) and not symbols_of(node)
+    if shape[0] == "seq":
+        return all(_variable_free(item) for item in shape[3])
+    if shape[0] == "set":
+        return bool(shape[1]) and all(_variable_free(item) for item in shape[1])
+    return False
+
+
+def _states_value(shape: Shape) -> bool:
+    """An equation that states its right side, a value: its left side is a computation with numbers
+    (``5+5+1``) or a quantity in unknowns without a constant term (``x + y``, ``2a + b``, ``abc``). An
+    equation to solve (``x^2 - 5x + 6 = 0``, ``2x + 3 = 7``) states no value."""
+    if not _variable_free(shape[2]):
+        return False
+    lhs = _expr_or_error(shape[1])
+    if isinstance(lhs, str):
+        return _variable_free(shape_of(shape[1]))  # "[-11+1, 3+1]"
+    terms = lhs[1] if lhs[0] == "+" else (lhs,)
+    return not symbols_of(lhs) or all(symbols_of(term) for term in terms)
 
 
 def _either(a: bool | None, b: bool | None) -> bool | None:
@@ -305,14 +373,16 @@ def _floats_reject(a: Node, b: Node) -> bool:
     return False
 
 
-_SIMPLE_LHS = re.compile(
-    r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?(?:\([a-zA-Z, ]*\))?|\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)"
-)
-
-
-def _simple_lhs(lhs: str) -> bool:
-    """``x``, ``a_1``, ``f(x)``, ``\\theta``, ``(x, y)``: an equation that just names the answer."""
-    return bool(_SIMPLE_LHS.fullmatch(lhs.strip()))
+def _named_values(shape: Shape) -> tuple[Shape, ...] | None:
+    """The values of a list of named quantities with distinct names (``AB = 4, CD = 5``), in order; else None."""
+    if shape[0] != "set" or len(shape[1]) < 2:
+        return None
+    items = shape[1]
+    if not all(item[0] == "eq" and named_lhs(item[1]) for item in items):
+        return None
+    if len({name_key(item[1]) for item in items}) != len(items):
+        return None
+    return tuple(item[2] for item in items)
 
 
 def _rows_of(shape: Shape) -> list[list[Shape]] | None:
@@ -342,6 +412,8 @@ def judge_answers(predictions: list[str], gold: str, grader: Grader) -> tuple[st
             outcome = grader.equal(shape_of_answer(pred), gold_shape)
         except UnparseablePrediction as err:
             return "unparseable_prediction", str(err)
+        if outcome is False and decimal_comma_twins(pred, gold):
+            outcome = True
         if outcome is False:
             if len(predictions) > 1:
                 return "incorrect", f"several different final answers {predictions}; {pred!r} is not the gold"

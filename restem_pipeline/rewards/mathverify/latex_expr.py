@@ -3,7 +3,8 @@
 Covers: numbers (decimals kept exact as ``Fraction``), letters and subscripted symbols, ``+ - * /``,
 ``\\cdot \\times \\div``, implicit multiplication, ``^`` powers (``^\\circ`` becomes a degree factor),
 ``!``, ``\\frac``, ``\\sqrt[n]{}``, ``\\binom``, ``|x|``, floor/ceil, trig/log/exp functions (LaTeX
-commands or plain names such as ``sqrt(2)``), ``\\pi``, ``e``, ``i``, ``\\infty`` and Greek letters.
+commands or plain names such as ``sqrt(2)``), ``\\sum_{k=a}^{b}`` / ``\\prod`` over the following
+product, ``\\pi``, ``e``, ``i``, ``\\infty`` and Greek letters.
 
 Does not cover: relations, lists, intervals, sets and matrices (``structure`` splits those first),
 text answers, and evaluation (``evaluate`` and ``symbolic`` walk the tree). The parser is a plain
@@ -31,7 +32,7 @@ _TOKEN = re.compile(
     r"|(?P<cmd>\\[a-zA-Z]+|\\.)"
     r"|(?P<name>sqrt|arcsin|arccos|arctan|sinh|cosh|tanh|sin|cos|tan|sec|csc|cot|log|ln|exp|pi)"
     r"|(?P<letter>[a-zA-Z])"
-    r"|(?P<op>\*\*|[-+*/^_!()\[\]{}|,'°]))"
+    r"|(?P<op>\*\*|[-+*/^_!()\[\]{}|,'°=]))"
 )
 
 FUNCTIONS = {
@@ -74,7 +75,7 @@ def tokens_of(text: str) -> list[tuple[str, str]]:
 
 _STARTS_ATOM_CMDS = {
     "\\frac", "\\sqrt", "\\pi", "\\infty", "\\binom", "\\lfloor", "\\lceil", "\\operatorname",
-    "\\mathrm", "\\exp", "\\vert", "\\lvert", "\\e",
+    "\\mathrm", "\\exp", "\\vert", "\\lvert", "\\e", "\\sum", "\\prod",
 }  # fmt: skip
 
 
@@ -262,6 +263,21 @@ class _Parser:
             node = ("f", "log", (arg, ("n", Fraction(10))))
         return node if power is None else ("^", node, power)
 
+    def big_operator(self, name: str) -> Node:
+        """``\\sum_{k=a}^{b} body`` (or ``\\prod``): the body is the product of factors that follows.
+        The tree is ``("f", name, (body, ("s", k), a, b))``; only ``symbolic`` evaluates it."""
+        self.expect("_")
+        self.expect("{")
+        kind, var = self.take()
+        if kind != "letter":
+            raise ExprParseError(f"\\{name} needs an index variable, got {var!r}")
+        self.expect("=")
+        lo = self.expr()
+        self.expect("}")
+        self.expect("^")
+        hi = self.group_or_unary_atom()
+        return ("f", name, (self.term(), ("s", var), lo, hi))
+
     def atom(self) -> Node:
         self.enter()
         try:
@@ -310,6 +326,8 @@ class _Parser:
             if closing != value.replace("\\l", "\\r"):
                 raise ExprParseError(f"unclosed {value}")
             return ("f", "floor" if value == "\\lfloor" else "ceil", (inner,))
+        if value in ("\\sum", "\\prod"):
+            return self.big_operator(value[1:])
         if value == "\\pi":
             return ("c", "pi")
         if value == "\\infty":

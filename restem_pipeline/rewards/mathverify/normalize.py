@@ -5,8 +5,10 @@ Covers: math delimiters and a wrapping ``\\boxed{}``; ``\\dfrac``/``\\tfrac``/``
 the Minerva bug); spacing (``\\!``, ``\\,``, ``~``, ``\\quad``); ``\\$``; ``\\%`` (kept as ``%``);
 degree marks (``^\\circ``, ``^{\\circ}``, ``°`` kept as ``°``); ``\\text{...}`` and friends (units
 after a value are dropped, a whole-text answer is unwrapped); thousands separators (``1,\\!000``,
-``{,}`` and a whole answer like ``1,000``, never ``32, 349``); braces grouping the whole answer
-(``{1, 3}`` is ``1, 3``); relation symbols (``\\le``, ``\\geq``, ...);
+``{,}`` and a whole answer like ``1,000``, never ``32, 349`` or ``0,111``); a currency sign or an
+area unit glued to a whole number (``€5``, ``1,000.99m²``); braces grouping the whole answer
+(``{1, 3}`` is ``1, 3``); relation symbols (``\\le``, ``\\geq``, ..., ``\\approx`` as ``≈``); "or" between
+brackets (``(11,7)or(7,11)``);
 ``\\infty`` spellings; ``x \\in ...``; unicode minus, times, pi, sqrt; a trailing period; markdown bold
 around the whole answer; a whole answer in number words (``three``, ``1.45 million``: ``number_words``),
 also before unit words (``three apples``; never ``two thirds`` or ``three dozen``).
@@ -42,9 +44,11 @@ _RELATIONS = [
     (r"<=", "≤"),
     (r">=", "≥"),
     (r"!=", "≠"),
+    (r"\\approx(?![a-zA-Z])", "≈"),
 ]
-# (``\s*(?:\{\s*)?``, not ``\s*\{?\s*``: two optional runs of spaces side by side are quadratic.)
-_DEGREES = re.compile(r"\^\s*(?:\{\s*)?\\circ\s*\}?|\\degree(?![a-zA-Z])|°")
+# (A closing brace only with the opening one: in ``\\frac{90^\\circ}{2}`` it closes the numerator. No two
+# optional runs of spaces side by side, ``\s*\{?\s*``: that is quadratic.)
+_DEGREES = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|\\degree(?![a-zA-Z])|°")
 # A bare unit tail needs a space before it ("20 miles", "4 cm^2"): "3qr" or "6xy^2" are products.
 # The tail is a run of words, each optionally followed by a period, spaces and one exponent; these
 # are the only characters allowed between (and after) its words. ``strip_units`` scans for it from
@@ -65,7 +69,12 @@ SHORT_UNITS = {
     "cm", "mm", "km", "in", "ft", "yd", "mi", "kg", "mg", "lb", "lbs", "oz", "hr", "ml", "mph", "sq",
 }  # fmt: skip
 # A whole answer like "1,000" or "- 12,345.5": no space after a comma ("32, 349" is a list of two).
-_WHOLE_THOUSANDS = re.compile(r"-?\s*\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# (A first group of "0" is no thousands group: "0,111" is a list, or a decimal comma, never 111.)
+_WHOLE_THOUSANDS = re.compile(r"-?\s*[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+# A currency sign or an area/volume unit glued to a whole numeric answer: "€5", "1,000.99€", "12m²".
+_GLUED_UNIT = re.compile(
+    r"[€£¥]\s*(?P<a>-?\d[\d,]*(?:\.\d+)?)|(?P<b>-?\d[\d,]*(?:\.\d+)?)\s*(?:[€£¥]|(?:mm|cm|km|m|ft|in|yd)[²³])"
+)
 # Braces around the whole answer group it ("${1, 3}$" shows "1, 3"); ``\\{...\\}`` is a set, not this.
 _GROUP = re.compile(r"\{([^{}]*)\}")
 
@@ -242,6 +251,7 @@ def normalize_answer(answer: str) -> str:
     s = _DEGREES.sub("°", s)
     # A run of spaces is only tried from its start (trying it from each space is quadratic).
     s = re.sub(r"\\(?:text|mbox|mathrm)\s*\{\s*(?:or|and)\s*\}|(?<!\s)\s+(?:or|and)\s+", ",", s)
+    s = re.sub(r"(?<=[)\]])(?:or|and)(?=[(\[])", ",", s)  # "(11,7)or(7,11)"
     s = strip_text_unit(_SPACING.sub(" ", s).strip())
     s = _unwrap_text(s)
     s = _SPACING.sub(" ", s)
@@ -256,6 +266,8 @@ def normalize_answer(answer: str) -> str:
     s = strip_units(s)
     if group := _GROUP.fullmatch(s):
         s = group.group(1).strip()
+    if glued := _GLUED_UNIT.fullmatch(s):
+        s = glued.group("a") or glued.group("b")
     if _WHOLE_THOUSANDS.fullmatch(s):
         s = s.replace(",", "").replace(" ", "")
     return s

@@ -6,9 +6,11 @@ solves a *linear* inequality in one variable with exact rational coefficients fi
 ``2x + 1 < x + 3`` is ``x < 2``, ``1 < 2x + 1 \\le 5`` is ``(0, 2]``. A bound that is not rational
 (``\\sqrt{2}``) is carried as an expression (``\\frac{(\\sqrt{2}) - (1)}{2}``) for ``grading`` to
 compare. Orientation (``<`` vs ``>``) and strictness decide the interval's brackets, so ``x > 1`` is
-never ``x < 1``.
+never ``x < 1``. ``|x|`` between positive rational bounds is a union: ``1 \\le |z| \\le 2`` is
+``[-2, -1] \\cup [1, 2]``, ``|x| < 2`` is ``(-2, 2)``.
 
-Does not cover: inequalities in several variables, non-linear ones (``x^2 < 4``), unions, or ``\\ne``
+Does not cover: inequalities in several variables, other non-linear ones (``x^2 < 4``, ``|x - 1| < 2``),
+unions, or ``\\ne``
 (those stay relation shapes, compared side by side by ``grading``). The variable's name is not part
 of the interval: ``y < 1`` equals ``x < 1``.
 """
@@ -140,10 +142,45 @@ def _solved(parts: list[str], ops: list[str]) -> tuple[list[str], list[str]] | N
     return new_parts, [_FLIP[op] for op in ops]  # type: ignore[return-value]
 
 
+# ``|x|`` for a name x, the only non-linear side read: ``1 \\le |z| \\le 2`` is ``[-2, -1] \\cup [1, 2]``.
+_ABS_NAME = re.compile(r"\|\s*(" + _NAME.pattern + r")\s*\|")
+
+
+def _abs_intervals(parts: list[str], ops: list[str]) -> Shape | None:
+    """``a (<|≤) |x| (<|≤) b`` with rational 0 < a < b as a union of two intervals, ``|x| (<|≤) b`` and
+    ``|x| (>|≥) a`` likewise (``(-b, b)``; ``(-\\infty, -a) \\cup (a, \\infty)``); None for anything else."""
+    if all(op in (">", "≥") for op in ops):
+        parts, ops = parts[::-1], [_FLIP[op] for op in ops[::-1]]
+    at = [i for i, p in enumerate(parts) if _ABS_NAME.fullmatch(p.strip())]
+    if not all(op in ("<", "≤") for op in ops) or len(at) != 1 or (len(parts) == 3 and at != [1]):
+        return None
+    k = at[0]
+    values = [exact_value(node) if (node := parsed(p)) is not None else None for p in parts]
+    lo, lo_op = (values[0], ops[0]) if k > 0 else (None, "<")
+    hi, hi_op = (values[-1], ops[-1]) if k < len(parts) - 1 else (None, "<")
+    if (k > 0 and (lo is None or lo <= 0)) or (k < len(parts) - 1 and (hi is None or hi <= 0)):
+        return None
+    if lo is not None and hi is not None and lo >= hi:
+        return None
+
+    def piece(left: str, right: str, left_op: str, right_op: str) -> Shape:
+        brackets = ("[" if left_op == "≤" else "(", "]" if right_op == "≤" else ")")
+        return ("seq", *brackets, (("scalar", left), ("scalar", right)))
+
+    if lo is None:
+        assert hi is not None
+        return piece("-" + _num(hi), _num(hi), hi_op, hi_op)
+    top = _num(hi) if hi is not None else _INFINITY
+    return ("set", (piece("-" + top, "-" + _num(lo), hi_op, lo_op), piece(_num(lo), top, lo_op, hi_op)))
+
+
 def interval_of(shape: Shape) -> Shape | None:
     """An inequality on one variable as an interval: ``x ≥ 3`` -> ``[3, \\infty)``; else None."""
     if shape[0] != "ineq":
         return None
+    absolute = _abs_intervals(list(shape[1]), list(shape[2]))
+    if absolute is not None:
+        return absolute
     solved = _solved(list(shape[1]), list(shape[2]))
     if solved is None:
         return None

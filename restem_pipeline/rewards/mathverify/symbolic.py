@@ -73,6 +73,9 @@ def to_sympy(node: Node) -> sympy.Expr:
             return sympy.root(x, n)
         if name == "binom":
             return sympy.binomial(args[0], args[1])
+        if name in ("sum", "prod"):
+            body, index, lo, hi = args
+            return (sympy.Sum if name == "sum" else sympy.Product)(body, (index, lo, hi))
     raise ValueError(f"cannot convert {kind!r} node to sympy")
 
 
