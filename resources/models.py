@@ -1,13 +1,12 @@
 """Compute resources: ``SamplerResource`` (restem's engine, transformers or vLLM) and ``TrainerResource``."""
 
-import warnings
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
-from restem_pipeline.generation.engine import CachedSampler, UnsupportedModelError
-from restem_pipeline.generation.sampling import Sampler, TransformersSampler
+from restem_pipeline.generation import backends
+from restem_pipeline.generation.sampling import Sampler
 from restem_pipeline.training.finetune import DEFAULT_LORA_TARGETS, TrainConfig
 from restem_pipeline.training.lora import MISSING_PEFT, peft_available
 
@@ -16,18 +15,23 @@ class SamplerResource(dg.ConfigurableResource):
     """How completions are generated.
 
     ``backend='auto'`` (default) is restem's own cached decode loop (``restem_pipeline.generation.engine``) on
-    CPU, falling back to transformers ``generate()`` for a model it does not run, and ``generate()``
-    on a GPU; ``'restem'`` / ``'transformers'`` force one; ``'vllm'`` needs the ``vllm`` extra and a GPU.
+    CPU, and on a CUDA GPU the variant measured fastest there (``backends.CUDA_AUTO``, in
+    ``backends.CUDA_AUTO_DTYPE``), falling back to transformers ``generate()`` for a model the engine does
+    not run; ``'restem'``, ``'transformers'`` (``generate()``), ``'static'`` / ``'static_compile'``
+    (``generate()`` over a static cache, eager / ``torch.compile``d) and ``'continuous'`` (transformers'
+    continuous batching) force one; ``'vllm'`` needs the ``vllm`` extra and a GPU. See
+    ``restem_pipeline.generation.backends``.
     """
 
-    backend: Literal["auto", "restem", "transformers", "vllm"] = Field(
-        default="auto", description="auto: restem on CPU (transformers for other architectures), transformers on GPU"
+    backend: Literal["auto", "restem", "transformers", "continuous", "static", "static_compile", "vllm"] = Field(
+        default="auto",
+        description="auto: restem on CPU (transformers for other architectures), backends.CUDA_AUTO on a CUDA GPU",
     )
-    device: str = Field(default="cpu", description="torch device for the restem and transformers backends")
+    device: str = Field(default="cpu", description="torch device for every backend but vLLM (e.g. cpu, cuda)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="auto: restem uses bf16 where native and sane (else float32), transformers float32, vLLM "
-        "the model's own",
+        description="auto: restem uses bf16 where native and sane (else float32), transformers float32, static "
+        "and continuous bf16 on a bf16 GPU (else float32), vLLM the model's own; auto on a GPU: CUDA_AUTO_DTYPE",
     )
     batch_size: int = Field(default=256, description="sequences per batch (restem may run fewer to fit memory)")
     memory_budget_mb: float = Field(
@@ -66,38 +70,25 @@ class SamplerResource(dg.ConfigurableResource):
         return v
 
     def resolved_backend(self) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "restem" if self.device.split(":")[0] == "cpu" else "transformers"
+        """The variant ``backend`` stands for on ``device`` (``auto``: see ``backends.resolve``)."""
+        return backends.resolve(self.backend, self.device)
 
     def sampler(self, model_path: str, stop: tuple[str, ...] = ()) -> Sampler:
-        if self.backend == "vllm":
-            from restem_pipeline.generation.sampling_vllm import VLLMSampler
-
-            return VLLMSampler(  # raises VLLMNotInstalled, naming what to install, where vllm is absent
-                model_path,
-                tensor_parallel_size=self.tensor_parallel_size,
-                gpu_memory_utilization=self.gpu_memory_utilization,
-                dtype=self.dtype,
-                max_model_len=self.max_model_len or None,
-                stop=stop,
-            )
-        if self.resolved_backend() == "restem":
-            try:
-                return CachedSampler(
-                    model_path,
-                    device=self.device,
-                    dtype=self.dtype,
-                    batch_size=self.batch_size,
-                    stop=stop,
-                    memory_budget_mb=self.memory_budget_mb or None,
-                )
-            except UnsupportedModelError as err:
-                if self.backend == "restem":
-                    raise
-                warnings.warn(f"sampling with transformers generate(): {err}", stacklevel=2)
-        dtype = "float32" if self.dtype == "auto" else self.dtype
-        return TransformersSampler(model_path, device=self.device, dtype=dtype, batch_size=self.batch_size, stop=stop)
+        vllm = {  # vLLM raises VLLMNotInstalled, naming what to install, where it is absent
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len or None,
+        }
+        return backends.sampler_for(
+            self.backend,
+            model_path,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            stop=stop,
+            memory_budget_mb=self.memory_budget_mb or None,
+            vllm=vllm,
+        )
 
 
 class TrainerResource(dg.ConfigurableResource):
@@ -125,12 +116,20 @@ class TrainerResource(dg.ConfigurableResource):
     batch_size: int = Field(
         default=32, description="examples per optimizer step and process (global batch: batch_size x processes)"
     )
-    learning_rate: float = Field(default=2e-4, description="peak; linear warm-up, then `lr_schedule`")
+    learning_rate: float = Field(
+        default=5e-5,
+        description="peak; linear warm-up, then `lr_schedule`. 5e-5 was chosen on validation for the M-step of the "
+        "embedded default from {5e-5, 2e-4} (the earlier default 2e-4 overfits: docs, 'The paper's findings')",
+    )
     warmup_ratio: float = 0.1
     lr_schedule: Literal["cosine", "linear", "constant"] = Field(
         default="cosine", description="after warm-up: cosine or linear decay to 10% of the peak, or constant"
     )
-    max_length: int = Field(default=320, description="tokens per example (prompt + solution); longer are cut")
+    max_length: int = Field(
+        default=0,
+        description="tokens per example (prompt + solution); 0 = the model's context. A longer example loses prompt "
+        "tokens from the left, never its solution",
+    )
     packing: bool = Field(default=True, description="pack examples into rows instead of padding them")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto", description="autocast dtype; auto = bf16 where the CPU/GPU has native bf16, else fp32"
@@ -140,6 +139,17 @@ class TrainerResource(dg.ConfigurableResource):
         default=16384, description="token budget of one forward pass; halved automatically on out-of-memory"
     )
     eval_every: int = Field(default=0, description="validation loss every N steps (0: only at the end)")
+    attention: Literal["auto", "varlen", "flex", "flex_dense"] = Field(
+        default="auto",
+        description="packed rows' attention: varlen (one sdpa per example: the CPU's), flex (FlexAttention with a "
+        "document mask: the GPU's), flex_dense (flex's mask through sdpa, for checks); auto: flex on CUDA, else varlen",
+    )
+    loss: Literal["auto", "full", "chunked"] = Field(
+        default="auto", description="cross-entropy: chunked (the output layer in token chunks) or full (auto: chunked)"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile the decoder layers; auto: on CUDA only"
+    )
     validation_fraction: float = Field(
         default=0.0, description="fraction of the training set's problems held out for a validation loss"
     )
@@ -171,7 +181,7 @@ class TrainerResource(dg.ConfigurableResource):
     )
 
     @field_validator(
-        "batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "max_length", "lora_rank", "processes"
+        "batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "lora_rank", "processes"
     )
     @classmethod
     def _trainer_positive(cls, v: int, info) -> int:
@@ -179,7 +189,7 @@ class TrainerResource(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
         return v
 
-    @field_validator("max_steps", "eval_every", "checkpoint_every_steps")
+    @field_validator("max_steps", "eval_every", "checkpoint_every_steps", "max_length")
     @classmethod
     def _trainer_non_negative(cls, v: int, info) -> int:
         if v < 0:
@@ -213,6 +223,8 @@ class TrainerResource(dg.ConfigurableResource):
             raise ValueError(MISSING_PEFT)
         if self.grad_accum_steps > self.batch_size:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be <= batch_size ({self.batch_size})")
+        if self.max_length < 0 or self.max_length == 1:
+            raise ValueError(f"max_length must be 0 (the model's context) or > 1, got {self.max_length}")
         if self.max_tokens_per_micro_batch < self.max_length:
             raise ValueError(
                 f"max_tokens_per_micro_batch ({self.max_tokens_per_micro_batch}) must be >= max_length "
@@ -250,4 +262,7 @@ class TrainerResource(dg.ConfigurableResource):
             lora_dropout=self.lora_dropout,
             lora_targets=tuple(self.lora_targets),
             gradient_checkpointing=self.gradient_checkpointing,
+            attention=self.attention,
+            loss=self.loss,
+            compile=self.compile,
         )

@@ -99,6 +99,7 @@ def run_case(init: Path, out: Path, examples, cfg: TrainConfig, strategy: str, p
         "first_loss": stats.first_loss,
         "final_loss": stats.loss_history[-1],
         "dtype": stats.dtype,
+        "kernels": stats.kernels,  # on CUDA: flex attention, chunked loss, compiled layers (training.kernels)
         "train_seconds": round(stats.seconds, 2),
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }

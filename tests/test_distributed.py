@@ -6,7 +6,10 @@ tokens, so per-rank shards of unequal token counts (and an empty shard: the data
 one example) change nothing but the order of float sums. Asserted: the loss and validation-loss
 trajectories agree within a relative 1e-5 per step in fp32 (measured: about 1e-7), both checkpoints
 load with ``AutoModelForCausalLM.from_pretrained`` with the same keys and shapes, weights within
-1e-5 absolute (measured: about 6e-7). A real tiny Llama and BPE tokenizer; nothing is mocked.
+1e-5 absolute (measured: about 6e-7). The one process takes the loss in chunks over the output layer
+(``chunked_loss``, the default); DDP takes it from the full logits and FSDP2 in chunks too (the output
+layer's weight used outside the module's forward, unsharded), so the same numbers also show that the
+chunked loss and its gradient are exact under both. A real tiny Llama and BPE tokenizer; nothing is mocked.
 """
 
 import json
@@ -51,11 +54,11 @@ def tiny(tmp_path_factory):
     return init, examples[:25], examples[25:]
 
 
-def _config(batch_size: int, checkpointing: bool = False) -> TrainConfig:
+def _config(batch_size: int, checkpointing: bool = False, loss: str = "auto") -> TrainConfig:
     # 25 examples, global batch 8: batches of 8, 8, 8, 1 (one rank's shard empty), then a new epoch
     return TrainConfig(
         max_steps=6, batch_size=batch_size, learning_rate=2e-3, dtype="float32", seed=0, grad_accum_steps=2,
-        eval_every=3, gradient_checkpointing=checkpointing,
+        eval_every=3, gradient_checkpointing=checkpointing, loss=loss,
     )  # fmt: skip
 
 
@@ -83,19 +86,22 @@ def test_rank_shards_are_disjoint_token_balanced_and_deterministic():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one_process_with_the_global_batch(tiny, one_process, tmp_path, strategy):
+@pytest.mark.parametrize("strategy,loss", [("ddp", "full"), ("fsdp", "chunked")])
+def test_two_processes_match_one_process_with_the_global_batch(tiny, one_process, tmp_path, strategy, loss):
     """FSDP also recomputes activations (gradient checkpointing), which must not change the numbers."""
     init, train, val = tiny
     ref_out, ref = one_process
     out = tmp_path / strategy
     lines: list[str] = []
     progress: list[tuple[int, int, float]] = []
+    cfg = _config(4, strategy == "fsdp", loss)
     stats = run_job(
-        MStepJob(str(init), str(out), _config(4, strategy == "fsdp"), train, val, strategy=strategy, processes=2),
+        MStepJob(str(init), str(out), cfg, train, val, strategy=strategy, processes=2),
         log=lines.append,
         progress=lambda step, total, loss: progress.append((step, total, loss)),
     )
+    assert ref.kernels == "attention=varlen loss=chunked compile=off"
+    assert stats.kernels == f"attention=varlen loss={loss} compile=off"
     assert (stats.strategy, stats.processes, stats.steps) == (strategy, 2, 6)
     assert [p[:2] for p in progress] == [(s, 6) for s in range(1, 7)]  # streamed from the subprocess
     assert [p[2] for p in progress] == stats.loss_history

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralC
 from resources import SamplerResource
 from restem_pipeline.data import arith
 from restem_pipeline.data.prompts import template_for
-from restem_pipeline.generation import engine_decode
+from restem_pipeline.generation import backends, engine_decode
 from restem_pipeline.generation.engine import CachedSampler, SamplerMemoryError, UnsupportedModelError, native_bf16
 from restem_pipeline.generation.engine_decode import ThreadTuner, argmax_rows, topk_rows
 from restem_pipeline.generation.modeling import TinyLlamaSpec, load_tokenizer, tiny_llama
@@ -259,7 +259,7 @@ def test_unsupported_architecture_fails_clearly_or_falls_back(tiny_base, tmp_pat
 def test_resource_defaults_to_restem_on_cpu_and_validates(tiny_base):
     res = SamplerResource()
     assert res.backend == "auto" and res.dtype == "auto" and res.resolved_backend() == "restem"
-    assert SamplerResource(device="cuda").resolved_backend() == "transformers"
+    assert SamplerResource(device="cuda").resolved_backend() == backends.CUDA_AUTO  # measured on a GPU
     sampler = SamplerResource(memory_budget_mb=64, batch_size=8).sampler(str(tiny_base), stop=("\nQuestion:",))
     assert isinstance(sampler, CachedSampler) and sampler.memory_budget_mb == 64 and sampler.stop == ("\nQuestion:",)
     baseline = SamplerResource(backend="transformers").sampler(str(tiny_base))

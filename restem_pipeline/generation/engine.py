@@ -5,24 +5,26 @@ size is capped by ``batch_size`` and by a memory budget (KV cache + activations 
 estimated from the model's shape, a prompt's share counted once for its N samples). Each batch
 prefills its distinct prompts once, in length buckets (left padding only within a bucket; the N
 samples of a prompt share its prefill), then decodes one token per step over a static KV cache
-(``engine_llama``): in float32 a cache row per sequence; in half precision on CPU the N samples of a
-prompt share one copy of its keys/values (``engine_llama.SharedPart``). Rows that hit EOS or a stop
-string are dropped from the live batch and its cache. Sampling (temperature, top-k, top-p) draws
-from a per-sequence stream seeded with ``batch_seed(seed, job index)``, so in float32 a completion
-does not depend on batch size, memory budget, out-of-memory retries, which other rows finished or
-the thread count: a re-run reproduces every completion, and greedy (``temperature=0``) is exact
-argmax, token for token ``generate()``'s. In half precision those change rounding (how many cache
-columns a row's attention sums over; oneDNN's bf16 products split some sums by thread), so a
-completion is reproduced by a re-run with the same batches and thread count. ``threads`` pins torch's
-thread count; by default ``engine_decode.ThreadTuner`` picks it per batch and every few steps (one
-thread can be many times faster than two on a busy machine). ``dtype='auto'`` picks bfloat16 where
-the CPU (or GPU) has native bf16 and a probe shows bf16 keeps the model's next-token choices; the
-sampling distribution is always float32 (argmax and top-k are taken on the lm_head's own output).
-Completions follow ``TransformersSampler``: text cut at the first stop string, ``finished`` when
-EOS or a stop string ended it; ``num_tokens`` counts tokens generated up to EOS or up to the token
-that completed the stop string. Not covered: continuous batching (refilling finished slots),
-speculative decoding, a compiled decode step, non-Llama architectures (see
-``engine_llama.SUPPORTED_MODEL_TYPES``; ``TransformersSampler`` runs anything).
+(``engine_llama``): in float32 a cache row per sequence; in half precision the N samples of a prompt
+share one copy of its keys/values (``engine_llama.SharedPart``; ``shared_decode=False`` keeps a row
+each). Rows that hit EOS or a stop string are dropped from the live batch and its cache. Sampling
+(temperature, top-k, top-p) draws from a per-sequence stream seeded with ``batch_seed(seed, job
+index)``, so in float32 a completion does not depend on batch size, memory budget, out-of-memory
+retries, which other rows finished or the thread count: a re-run reproduces every completion, and
+greedy (``temperature=0``) is exact argmax, token for token ``generate()``'s. In half precision
+those change rounding (how many cache columns a row's attention sums over; oneDNN's bf16 products
+split some sums by thread), so a completion is reproduced by a re-run with the same batches and
+thread count. ``threads`` pins torch's thread count; by default ``engine_decode.ThreadTuner`` picks
+it per batch and every few steps (one thread can be many times faster than two on a busy machine).
+``dtype='auto'`` picks bfloat16 where the CPU (or GPU) has native bf16 and a probe shows bf16 keeps
+the model's next-token choices; the sampling distribution is always float32 (argmax and top-k are
+taken on the lm_head's own output). On a CUDA device (``device="cuda"``) the same loop runs with
+weights, cache and activations there, bf16 by ``dtype='auto'``, and torch's thread count pinned
+(nothing to tune: the GPU does the work). Completions follow ``TransformersSampler``: text cut at
+the first stop string, ``finished`` when EOS or a stop string ended it; ``num_tokens`` counts tokens
+generated up to EOS or up to the token that completed the stop string. Not covered: continuous
+batching (refilling finished slots), speculative decoding, a compiled decode step, non-Llama
+architectures (see ``engine_llama.SUPPORTED_MODEL_TYPES``; ``TransformersSampler`` runs anything).
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ from restem_pipeline.generation.engine_llama import (
     prefill_mask,
 )
 from restem_pipeline.generation.modeling import load_model, load_tokenizer, prompt_input_ids
-from restem_pipeline.generation.sampling import Completion, Progress, SamplingParams, batch_seed, truncate_at_stop
+from restem_pipeline.generation.sampling import (
+    Completion,
+    Progress,
+    SamplingParams,
+    batch_seed,
+    stop_candidates,
+    truncate_at_stop,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MEMORY_FRACTION = 0.5
@@ -110,6 +119,7 @@ class CachedSampler:
         stop: tuple[str, ...] = (),
         memory_budget_mb: float | None = None,
         threads: int | None = None,
+        shared_decode: bool | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -138,14 +148,17 @@ class CachedSampler:
             chosen, self.dtype_note = auto_dtype(device, batch_size)
         else:
             chosen = DTYPES[dtype]
-        self.forward = fp32 if chosen == torch.float32 else LlamaStyleForward(model, chosen, device)
+        self.forward = (
+            fp32 if chosen == torch.float32 else LlamaStyleForward(model, chosen, device, shared_decode=shared_decode)
+        )
         if dtype == "auto" and chosen != torch.float32 and not self._keeps_choices(fp32, probe_ids, probe_lengths):
             self.forward, self.dtype_note = fp32, "float32: bf16 changed the probe's next-token choices"
         del model
         self.dtype = self.forward.dtype
         self._stop_candidates = self._stop_candidate_table()
         self.stats: dict[str, int] = {}
-        self.tuner = ThreadTuner(threads)
+        on_cpu = torch.device(device).type == "cpu"
+        self.tuner = ThreadTuner(threads if threads or on_cpu else torch.get_num_threads())
 
     # -- set-up checks -----------------------------------------------------------------------------
     def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,14 +193,7 @@ class CachedSampler:
 
     def _stop_candidate_table(self) -> torch.Tensor | None:
         """Per token id: can emitting it complete a stop string? (Only those rows are decoded and checked.)"""
-        if not self.stop:
-            return None
-        lasts = {s[-1] for s in self.stop if s}
-        if not lasts or any(c.isspace() for c in lasts):
-            return torch.ones(len(self.tokenizer), dtype=torch.bool)  # pieces may hide spaces: check every token
-        pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
-        flags = [not p or "\ufffd" in p or any(c in p for c in lasts) for p in pieces]
-        return torch.tensor(flags, dtype=torch.bool)
+        return stop_candidates(self.tokenizer, self.stop, self.forward.vocab_size)
 
     # -- memory ------------------------------------------------------------------------------------
     def budget_bytes(self) -> int:

@@ -6,10 +6,12 @@ same layout: Mistral, Qwen2, Qwen3) and runs prefill and one-token decode steps 
 output objects. The ops mirror transformers' own (RMSNorm in float32, rotary tables taken from the
 model's ``rotary_emb``, ``scaled_dot_product_attention``), so float32 results match the HF forward.
 Rows of a batch are left-padded to one column grid: every row writes its next token into the same
-cache column, and pad columns are masked out; or (``SharedPart``, half precision on CPU) the
-samples of a prompt share its cache rows and attend to them as one query block. ``max_logit_gap``
-compares logits with the HF forward once, so an architecture detail this module does not model
-fails loudly instead of sampling garbage. Not covered: sampling, batching and memory policy
+cache column, and pad columns are masked out; or (``SharedPart``, half precision on CPU or GPU)
+the samples of a prompt share its cache rows and attend to them as one query block. Nothing here
+is CPU-only: on a CUDA device the same ops run there (the residual stream in the half-precision
+dtype, as transformers does; ``act_dtype`` sets it). ``max_logit_gap`` compares logits with the HF
+forward once, so an architecture detail this module does not model fails loudly instead of
+sampling garbage. Not covered: sampling, batching and memory policy
 (``engine``), sliding-window attention, architectures outside ``SUPPORTED_MODEL_TYPES``.
 """
 
@@ -150,17 +152,26 @@ def _check_supported(model) -> None:
 class LlamaStyleForward:
     """Prefill and decode over a static KV cache, with the weights of ``model`` cast to ``dtype``."""
 
-    def __init__(self, model, dtype: torch.dtype, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model,
+        dtype: torch.dtype,
+        device: str | torch.device = "cpu",
+        shared_decode: bool | None = None,
+        act_dtype: torch.dtype | None = None,
+    ):
         _check_supported(model)
         cfg, inner = model.config, model.model
         self.model_type = cfg.model_type
         self.dtype, self.device = dtype, torch.device(device)
-        # half precision on CPU: decode rows share their prompt's cache (``SharedPart``); float32 keeps
-        # a cache row per sequence and transformers' own attention call, so greedy matches generate()
-        self.shared_decode = self.device.type == "cpu" and dtype != torch.float32
-        # and the residual stream, norms and rotary stay float32 there: only matrix products (weights,
-        # their inputs) and the KV cache are half precision, so bf16 rarely changes a greedy choice
-        self.act_dtype = torch.float32 if self.device.type == "cpu" else dtype
+        # half precision (CPU or GPU): decode rows share their prompt's cache (``SharedPart``) unless
+        # ``shared_decode=False``; float32 keeps a cache row per sequence and transformers' own attention
+        # call, so greedy matches generate()
+        self.shared_decode = dtype != torch.float32 if shared_decode is None else shared_decode
+        # on CPU the residual stream, norms and rotary stay float32: only matrix products (weights, their
+        # inputs) and the KV cache are half precision, so bf16 rarely changes a greedy choice; on a GPU
+        # they are ``dtype``, as in transformers' own half-precision forward
+        self.act_dtype = act_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

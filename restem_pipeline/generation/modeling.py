@@ -100,3 +100,15 @@ def load_model(name_or_path: str | Path, device: str = "cpu", dtype: str = "floa
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def context_length(name_or_path: str | Path) -> int | None:
+    """The longest sequence the model at ``name_or_path`` takes (its config's position limit), if it says."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

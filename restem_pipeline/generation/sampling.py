@@ -3,9 +3,12 @@
 ``TransformersSampler`` runs any Hugging Face causal LM with ``generate()`` on CPU or GPU: prompts
 are expanded N times, grouped by length into batches (left padding), and each batch is seeded from
 (seed, batch index), so a re-run with the same settings reproduces every completion. Greedy
-decoding is ``temperature=0``. ``VLLMSampler`` (in ``sampling_vllm``) implements the same interface
-on a GPU. Sample ids are not made here (see ``stages.sample_id``). Not covered: KV-cache tricks
-beyond ``generate()``'s own, resumable sharded sampling.
+decoding is ``temperature=0``. The same interface: restem's engine (``engine``), ``generate()``
+over a static cache (``sampling_static``), continuous batching (``sampling_continuous``), vLLM
+(``sampling_vllm``); ``backends`` names them. Helpers shared by them: ``truncate_at_stop``,
+``stop_token_count`` (tokens up to a stop string), ``stop_candidates`` (tokens that may complete
+one), ``batch_seed``. Sample ids are not made here (see ``stages.sample_id``). Not covered: KV-cache
+tricks beyond ``generate()``'s own, resumable sharded sampling.
 """
 
 from __future__ import annotations
@@ -70,12 +73,50 @@ def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
+def stop_token_count(tokenizer, ids: list[int], stop: tuple[str, ...]) -> int | None:
+    """How many of ``ids`` were generated up to and including the token that completed the first stop
+    string in their text (what the engine and vLLM count), or None when the text holds none.
+
+    Decoded prefixes grow monotonically, so the first such token is found by bisection."""
+    if not stop or not ids:
+        return None
+
+    def has_stop(k: int) -> bool:
+        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    if not has_stop(len(ids)):
+        return None
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if has_stop(mid) else (mid + 1, hi)
+    return lo
+
+
+def stop_candidates(tokenizer, stop: tuple[str, ...], size: int = 0) -> torch.Tensor | None:
+    """Per token id (at least ``size`` of them: a model's vocabulary may be padded past the
+    tokenizer's, ids it does not know count as candidates): can emitting it complete a stop string?
+    None without stop strings. A sampler decodes a row's text for stop strings only after such a token."""
+    if not stop:
+        return None
+    n = len(tokenizer)
+    lasts = {s[-1] for s in stop if s}
+    if not lasts or any(c.isspace() for c in lasts):
+        return torch.ones(max(n, size), dtype=torch.bool)  # pieces may hide spaces: check every token
+    pieces = tokenizer.batch_decode([[i] for i in range(n)])
+    flags = [not p or "\ufffd" in p or any(c in p for c in lasts) for p in pieces]
+    return torch.tensor(flags + [True] * (size - n), dtype=torch.bool)
+
+
 def batch_seed(seed: int, batch_index: int) -> int:
     digest = hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
 class TransformersSampler:
+    longest_first = False  # batch order: shortest prompts first (subclasses may start with the longest)
+
     def __init__(
         self,
         model_path: str | Path,
@@ -93,13 +134,20 @@ class TransformersSampler:
     def _truncate(self, text: str) -> tuple[str, bool]:
         return truncate_at_stop(text, self.stop)
 
+    def _batch_kwargs(self, width: int, params: SamplingParams) -> dict:
+        """Extra ``generate()`` arguments for one batch of left-padded prompts ``width`` tokens wide."""
+        return {}
+
     @torch.inference_mode()
     def generate(
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
     ) -> list[list[Completion]]:
         tok = self.tokenizer
         encoded = prompt_input_ids(tok, prompts)
-        jobs = sorted((len(encoded[i]), i, j) for i in range(len(prompts)) for j in range(params.n))
+        jobs = sorted(
+            ((len(encoded[i]), i, j) for i in range(len(prompts)) for j in range(params.n)),
+            key=lambda job: (-job[0] if self.longest_first else job[0], job[1], job[2]),
+        )
         out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         done = 0
         for b, start in enumerate(range(0, len(jobs), self.batch_size)):
@@ -129,6 +177,7 @@ class TransformersSampler:
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
                 **kwargs,
+                **self._batch_kwargs(width, params),
             )[:, width:].cpu()
             for r, (_, i, j) in enumerate(chunk):
                 ids = gen[r].tolist()

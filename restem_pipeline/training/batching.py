@@ -8,7 +8,9 @@ uses the same ids for varlen), so no token attends to another example. Targets a
 prompt tokens are never predicted. Micro-batches are planned against a token budget (rows x width).
 ``rank_shards`` cuts one global batch into disjoint, token-balanced shards for the ranks of a
 data-parallel step.
-Not covered: the training loop (``training``), streaming data sets, truncation other than a hard cut.
+An example longer than ``max_length`` loses prompt tokens from the left (after its BOS), never
+completion tokens: the loss is on the completion. Not covered: the training loop (``training``),
+streaming data sets, dropping whole few-shot exemplars (the cut is by tokens).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ Rows = list[list[int]]  # example indices, one list per row of a micro-batch
 def tokenize_pairs(
     tokenizer, prompts: list[str], completions: list[str], max_length: int, add_bos: bool = True
 ) -> list[Example]:
-    """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, truncated at max_length.
+    """(input_ids, prompt_length) per pair: BOS + prompt + completion + EOS, at most ``max_length`` tokens.
 
+    A longer pair keeps its BOS, its completion and EOS whole and loses prompt tokens from the left;
+    one whose completion cannot fit with one prompt token raises ``ValueError`` naming the length needed
+    (``training.lengths.check_lengths`` catches that before a run starts). ``max_length = 0``: no limit.
     ``add_bos=False`` for prompts that carry their own opening tokens (a rendered chat template).
     """
     if len(prompts) != len(completions):
@@ -41,8 +46,18 @@ def tokenize_pairs(
     out = []
     for p, c in zip(p_ids, c_ids, strict=True):
         bos = [] if bos_id is None or p[:1] == [bos_id] else [bos_id]  # as modeling.prompt_input_ids
-        ids = (bos + p + c + [tokenizer.eos_token_id])[:max_length]
-        out.append((ids, len(bos) + len(p)))
+        if tokenizer.bos_token_id is not None and p[:1] == [tokenizer.bos_token_id]:
+            bos, p = p[:1], p[1:]  # the prompt's own BOS stays first whatever is cut
+        tail = c + [tokenizer.eos_token_id]
+        if max_length and len(bos) + len(p) + len(tail) > max_length:
+            keep = max_length - len(bos) - len(tail)
+            if keep < 1:
+                raise ValueError(
+                    f"a completion of {len(c)} tokens does not fit max_length {max_length} with its BOS, EOS and one "
+                    f"prompt token: max_length must be at least {len(bos) + len(tail) + 1}"
+                )
+            p = p[len(p) - keep :]
+        out.append((bos + p + tail, len(bos) + len(p)))
     return out
 
 

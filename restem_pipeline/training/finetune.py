@@ -31,10 +31,14 @@ their completion tokens, however the step is cut up:
   target tokens and reported as the global mean.
 - **resumable** (``state``, a ``train_state.TrainState``): model, optimizer, RNGs, data position and
   statistics saved every ``checkpoint_every_steps``; a compatible state is resumed from.
+- **kernels** (``kernels``): ``attention``, ``loss`` and ``compile`` pick the GPU path on CUDA by
+  default (FlexAttention document mask, ``torch.compile``d decoder layers) and keep the CPU path
+  (varlen sdpa, eager) elsewhere; the cross-entropy is taken in chunks over completion tokens only on
+  both; ``TrainStats.kernels`` records what ran.
 
 Throughput (``TrainStats.tokens_per_s``) counts *real input tokens*: every non-padding token fed to the
 model, prompt tokens included (they cost compute), padding excluded; validation time is not counted.
-Not covered: several nodes, chunked cross-entropy for very large vocabularies.
+Not covered: several nodes.
 """
 
 from __future__ import annotations
@@ -57,6 +61,14 @@ from restem_pipeline.training.batching import (
     target_count,
     tokenize_pairs,
 )
+from restem_pipeline.training.kernels import (
+    ATTENTION_CHOICES,
+    COMPILE_CHOICES,
+    LOSS_CHOICES,
+    Kernels,
+    resolve,
+    training_kernels,
+)
 from restem_pipeline.training.lora import (
     DEFAULT_LORA_TARGETS,
     MISSING_PEFT,
@@ -64,7 +76,6 @@ from restem_pipeline.training.lora import (
     peft_available,
 )
 from restem_pipeline.training.micro_steps import StepLayout, StepRunner
-from restem_pipeline.training.packed_attention import packed_attention
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -95,7 +106,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     lr_schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
     max_grad_norm: float = 1.0
-    max_length: int = 320
+    max_length: int = 320  # tokens per example; longer ones lose prompt tokens from the left; 0 = no limit
     seed: int = 0
     packing: bool = True
     dtype: str = "auto"  # auto | float32 | bfloat16 (autocast; weights stay fp32)
@@ -108,6 +119,9 @@ class TrainConfig:
     lora_dropout: float = 0.0  # dropout on the adapters' input
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # linear layers (last name component) to adapt
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward
+    attention: str = "auto"  # auto | varlen | flex | flex_dense: packed rows' (auto: flex on CUDA, else varlen)
+    loss: str = "auto"  # auto | full | chunked: cross-entropy (auto: chunked, the output layer in chunks)
+    compile: str = "auto"  # auto | on | off: torch.compile the decoder layers and the loss (auto: on CUDA)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and not self.max_steps:
@@ -124,13 +138,13 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.max_length <= 1:
-            raise ValueError(f"max_length must be > 1, got {self.max_length}")
+        if self.max_length < 0 or self.max_length == 1:
+            raise ValueError(f"max_length must be 0 (no limit) or > 1, got {self.max_length}")
         if not 1 <= self.grad_accum_steps <= self.batch_size:
             raise ValueError(
                 f"grad_accum_steps must be in 1..batch_size ({self.batch_size}), got {self.grad_accum_steps}"
             )
-        if self.max_tokens_per_micro_batch < self.max_length:
+        if self.max_length and self.max_tokens_per_micro_batch < self.max_length:
             raise ValueError(
                 f"max_tokens_per_micro_batch ({self.max_tokens_per_micro_batch}) must be >= max_length "
                 f"({self.max_length}): one example of max_length tokens must fit in a micro-batch"
@@ -152,6 +166,9 @@ class TrainConfig:
         if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
             raise ValueError(f"lora_targets must be a non-empty list of layer names, got {self.lora_targets!r}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        for name, choices in (("attention", ATTENTION_CHOICES), ("loss", LOSS_CHOICES), ("compile", COMPILE_CHOICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.finetune == "lora" and not peft_available():
             raise PeftNotInstalled(MISSING_PEFT)
 
@@ -173,7 +190,8 @@ class TrainStats:
     seconds: float = 0.0  # training time, validation excluded
     dtype: str = "float32"
     packing: bool = True
-    varlen_attention: bool = False  # packed rows attended per example (packed_attention)
+    varlen_attention: bool = False  # packed rows attended per example (varlen sdpa or the flex document mask)
+    kernels: str = ""  # kernels.Kernels.describe(): attention, loss and compile in effect
     finetune: str = "full"  # full | lora (adapters merged into the weights after training)
     trainable_parameters: int = 0  # parameters the optimizer updated (lora: the adapters')
     skipped_examples: int = 0  # no completion token left after truncation
@@ -232,22 +250,29 @@ def held_out_mask(groups: list[str], fraction: float, seed: int) -> list[bool]:
     return [g in held for g in groups]
 
 
-def _layout(model, cfg: TrainConfig):
-    """Context for a pass over packed or padded rows; yields whether varlen attention is on."""
-    return packed_attention(model) if cfg.packing else nullcontext(False)
+def _layout(model, cfg: TrainConfig, device: torch.device | None = None):
+    """Context for a pass over packed or padded rows; yields the ``kernels.Kernels`` in effect."""
+    device = device or next(model.parameters()).device
+    return training_kernels(model, resolve(cfg, device), cfg.packing)
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Example], cfg: TrainConfig, pad_id: int) -> float:
-    """Mean loss per completion token over ``examples`` (no gradient; same layout and dtype as training)."""
+def evaluate_loss(
+    model, examples: list[Example], cfg: TrainConfig, pad_id: int, kernels: Kernels | None = None
+) -> float:
+    """Mean loss per completion token over ``examples`` (no gradient; same layout and dtype as training).
+
+    ``kernels``: those already applied to ``model`` (inside the trainer's loop); by default they are
+    resolved and applied here.
+    """
     kept = [i for i, ex in enumerate(examples) if target_count(ex)]
     if not kept:
         return float("nan")
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    with _layout(model, cfg) as varlen:
-        stepper = StepRunner(model, examples, cfg.step_layout(), pad_id, varlen)
+    with _layout(model, cfg) if kernels is None else nullcontext(kernels) as kernels:
+        stepper = StepRunner(model, examples, cfg.step_layout(), pad_id, kernels.attention != "model", kernels=kernels)
         for rows in stepper.plan(kept):
             mb = micro_batch(examples, rows, pad_id, cfg.packing, stepper.pad_to).to(stepper.device)
             total += float(stepper.loss_sum(mb))

@@ -86,13 +86,15 @@ class OptimizerLoop:
 
     def run(self, progress, validation, on_validation) -> TrainStats:
         cfg, par, model, examples = self.cfg, self.par, self.model, self.examples
-        with _layout(model, cfg) as varlen:
+        with _layout(model, cfg, par.device) as kernels:
             sync = par.step_sync(self.usable[0])
-            stepper = StepRunner(self.train_model, examples, cfg.step_layout(), self.pad_id, varlen, sync)
+            varlen = kernels.attention != "model"
+            stepper = StepRunner(self.train_model, examples, cfg.step_layout(), self.pad_id, varlen, sync, kernels)
             stats = TrainStats(
                 dtype="bfloat16" if stepper.amp is not None else "float32",
                 packing=cfg.packing,
                 varlen_attention=varlen,
+                kernels=kernels.describe(),
                 skipped_examples=len(examples) - len(self.usable),
                 finetune=cfg.finetune,
                 trainable_parameters=sum(p.numel() for p in self.trainable),  # FSDP: DTensors, global sizes
@@ -101,7 +103,7 @@ class OptimizerLoop:
             )
 
             def validate(step: int) -> None:
-                loss = evaluate_loss(model, validation, cfg, self.pad_id)  # every rank: FSDP gathers per layer
+                loss = evaluate_loss(model, validation, cfg, self.pad_id, kernels)  # every rank: FSDP gathers per layer
                 stats.val_loss_history.append((step, loss))
                 if on_validation:
                     on_validation(step, loss)

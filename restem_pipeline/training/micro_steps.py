@@ -12,6 +12,9 @@ micro-batches, so that the collectives of DDP (one gradient all-reduce, on the l
 FSDP2 (an all-gather per forward) pair up: a rank with fewer pads its step with micro-batches whose
 loss is multiplied by 0. The loss is divided by a normaliser the caller gives (the global batch's
 target tokens / world size, since DDP and FSDP average gradients over ranks).
+With ``kernels`` (``kernels.training_kernels``: what the trainer passes) the loss is the chunked
+cross-entropy over target positions only where the kernels say so, and packed rows on the flex path
+are padded to whole FlexAttention tiles.
 Not covered: the optimizer, the schedule and the epoch loop (``training``); recovering from the Linux
 OOM killer, which ends the process before any exception is raised; OOM splitting in a multi-process
 run (a split on one rank would unpair the collectives: the error is raised).
@@ -39,6 +42,8 @@ from restem_pipeline.training.batching import (
     split_evenly,
     target_count,
 )
+from restem_pipeline.training.chunked_loss import linear_cross_entropy_sum, output_hidden_states
+from restem_pipeline.training.kernels import FLEX_PAD_TO, Kernels
 
 OOM_MESSAGES = ("out of memory", "DefaultCPUAllocator: can't allocate memory")
 PACKED_MULTIPLE = 64  # row width multiple under autocast: a packed row holds thousands of tokens
@@ -81,12 +86,31 @@ def micro_batch_logits(model, mb: MicroBatch, amp: torch.dtype | None = None) ->
         return model(**mb.inputs, use_cache=False).logits
 
 
-def micro_batch_loss_sum(model, mb: MicroBatch, amp: torch.dtype | None = None) -> torch.Tensor:
-    """Summed fp32 cross-entropy over ``mb``'s targets."""
-    logits = micro_batch_logits(model, mb, amp)
-    return F.cross_entropy(
-        logits.float().flatten(0, 1), mb.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+def micro_batch_loss_sum(
+    model, mb: MicroBatch, amp: torch.dtype | None = None, kernels: Kernels | None = None
+) -> torch.Tensor:
+    """Summed fp32 cross-entropy over ``mb``'s targets, with ``kernels`` where given (see ``kernels``).
+
+    Chunked loss: the model's output layer returns its input (``chunked_loss.output_hidden_states``)
+    and the loss is taken over the target positions' hidden states only, in chunks.
+    """
+    if kernels is None or not kernels.chunked_loss:
+        logits = micro_batch_logits(model, mb, amp)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), mb.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+    head = getattr(model, "module", model).get_output_embeddings()  # DDP keeps the model as .module
+    with output_hidden_states(head):
+        hidden = micro_batch_logits(model, mb, amp)
+    targets = mb.targets.flatten()
+    where = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+    weight = head.weight  # after the forward: FSDP2 leaves the root's parameters unsharded for backward
+    if hasattr(weight, "full_tensor"):  # a sharded DTensor all the same
+        weight = weight.full_tensor()
+    return linear_cross_entropy_sum(
+        hidden.flatten(0, 1).index_select(0, where), weight, targets.index_select(0, where),
+        kernels.chunk_tokens, amp or weight.dtype, kernels.compile,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,9 +141,10 @@ class StepSync:
 class StepRunner:
     """Runs one optimizer step's forward/backward passes: micro-batch planning, OOM splitting.
 
-    Packed rows are as long as the budget when ``varlen`` attention is active (attention cost stays
-    per example); otherwise no longer than the longest example of the part (a dense block mask costs
-    row length squared).
+    Packed rows are as long as the budget when ``varlen`` attention is active (varlen sdpa or the flex
+    document mask: attention cost stays per example); otherwise no longer than the longest example of
+    the part (a dense block mask costs row length squared). ``kernels``: the attention and loss in
+    effect (``kernels.training_kernels``); None: the model's logits and a full cross-entropy.
     """
 
     def __init__(
@@ -130,15 +155,18 @@ class StepRunner:
         pad_id: int,
         varlen: bool = False,
         sync: StepSync | None = None,
+        kernels: Kernels | None = None,
     ):
         self.model, self.examples, self.layout, self.pad_id, self.varlen = model, examples, layout, pad_id, varlen
-        self.sync = sync
+        self.sync, self.kernels = sync, kernels
         self.device = next(model.parameters()).device
         self.amp = autocast_dtype(layout.dtype, self.device)
         self.budget = layout.max_tokens_per_micro_batch
         self.oom_splits = 0
         # bf16 kernels on CPU keep buffers per shape, never freed: round widths so that shapes repeat
         self.pad_to = 1 if self.amp is None else (PACKED_MULTIPLE if layout.packing else PADDED_MULTIPLE)
+        if kernels is not None and kernels.flex and layout.packing:
+            self.pad_to = FLEX_PAD_TO  # whole tiles, and few shapes for the compiled kernels
 
     def plan(self, indices: list[int]) -> list[Rows]:
         """Micro-batches (rows of example indices) for the examples ``indices``."""
@@ -150,7 +178,7 @@ class StepRunner:
         return plan
 
     def loss_sum(self, mb: MicroBatch) -> torch.Tensor:
-        return micro_batch_loss_sum(self.model, mb, self.amp)
+        return micro_batch_loss_sum(self.model, mb, self.amp, self.kernels)
 
     def _split_or_raise(self, rows: Rows, err: BaseException) -> list[Rows]:
         parts = halves(rows)

@@ -8,7 +8,10 @@ flash-attention's varlen kernels do on a GPU: rows can be as long as the token b
 padding. ``packed_attention(model)`` swaps it in only while restem trains or scores a model whose
 attention it reproduces exactly (Llama, Qwen2, Qwen3 with sdpa or eager and full attention in every
 layer) and restores the model's own implementation afterwards; other models keep transformers'
-block-diagonal mask.
+block-diagonal mask. ``varlen_sdpa`` is the CPU path (the fastest there). ``packed_attention(model,
+"flex")`` swaps in ``flex_packed``'s FlexAttention document mask instead, the GPU path: one kernel
+call per layer rather than one sdpa call per example from a Python loop (``"flex_dense"``: the same
+function with the mask materialised for sdpa, the CPU reference for its gradients).
 Not covered: sliding-window attention, logit soft-capping, attention sinks, KV caches (training only).
 """
 
@@ -76,34 +79,56 @@ def varlen_sdpa(
     return (torch.cat(rows) if len(rows) > 1 else rows[0]), None
 
 
-def varlen_supported(model) -> bool:
-    """True when ``varlen_sdpa`` computes exactly what the model's own attention would."""
+BACKENDS = ("varlen", "flex", "flex_dense")
+
+
+def _names() -> dict[str, str]:
+    from restem_pipeline.training import flex_packed
+
+    return {"varlen": NAME, "flex": flex_packed.NAME, "flex_dense": flex_packed.DENSE_NAME}
+
+
+def varlen_supported(model, backend: str = "varlen") -> bool:
+    """True when ``backend``'s attention computes exactly what the model's own attention would."""
     cfg = model.config
     layer_types = getattr(cfg, "layer_types", None) or ["full_attention"]
     return (
         getattr(cfg, "model_type", None) in VARLEN_MODEL_TYPES
-        and cfg._attn_implementation in ("sdpa", "eager", NAME)
+        and cfg._attn_implementation in ("sdpa", "eager", *_names().values())
         and all(t == "full_attention" for t in layer_types)
+        and (backend == "varlen" or not getattr(cfg, "attention_dropout", 0.0))  # FlexAttention has no dropout
     )
 
 
 def _register() -> None:
     from transformers import AttentionInterface
 
+    from restem_pipeline.training import flex_packed
+
     if NAME not in AttentionInterface._global_mapping:
         AttentionInterface.register(NAME, varlen_sdpa)
+    flex_packed.register()
 
 
 @contextmanager
-def packed_attention(model) -> Iterator[bool]:
-    """Use ``varlen_sdpa`` inside the block when the model supports it; yields whether it does."""
-    if not varlen_supported(model):
+def packed_attention(model, backend: str = "varlen") -> Iterator[bool]:
+    """Use ``backend``'s attention inside the block when the model supports it; yields whether it does."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not varlen_supported(model, backend):
         yield False
         return
     _register()
     before = model.config._attn_implementation
-    model.config._attn_implementation = NAME
+    model.config._attn_implementation = _names()[backend]
+    hook = None
+    if backend != "varlen":  # the document BlockMask, built once per forward by the decoder
+        from restem_pipeline.training.flex_packed import block_mask_hook
+
+        hook = model.get_decoder().register_forward_pre_hook(block_mask_hook, with_kwargs=True)
     try:
         yield True
     finally:
         model.config._attn_implementation = before
+        if hook is not None:
+            hook.remove()
