@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup smollm2 system sandbox browser demo test lint dev bench
+.PHONY: setup smollm2 system sandbox browser demo test lint docs dev bench
 
 setup: $(VENV)/.restem-installed
 
@@ -45,6 +45,9 @@ test: setup smollm2 sandbox browser
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+docs: setup  # the documentation site (MkDocs, Material theme) into site/; --strict: a broken link fails
+	$(VENV)/bin/mkdocs build --strict
 
 dev: setup $(DAGSTER_HOME)/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

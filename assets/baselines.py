@@ -49,7 +49,7 @@ def sft_baseline(
     if rows.is_empty():
         raise dg.Failure(f"problem set {name!r} has no human solutions to fine-tune on")
     storage.root().write_table(rows, "training_set", name, "sft")
-    if experiment.sft_learning_rate:  # tuned on validation (scripts/tune_sft.py); else the trainer's
+    if experiment.sft_learning_rate:  # tuned on validation (studies/tune_sft.py); else the trainer's
         trainer = settled(trainer, {"learning_rate": experiment.sft_learning_rate})
     return fine_tune_result(context, storage, experiment, trainer, rows, "sft", experiment.seed, experiment.sft_epochs)
 

@@ -11,10 +11,11 @@ import polars as pl
 from resources import ExperimentResource, StorageResource, TrainerResource
 from restem_pipeline.data.prompts import Prompter, resolve_style
 from restem_pipeline.generation import named_models
-from restem_pipeline.generation.modeling import load_tokenizer
+from restem_pipeline.generation.modeling import context_length, load_tokenizer
 from restem_pipeline.stages import fine_tune, problems_from_frame, training_pairs
 from restem_pipeline.storage.tables import DataRoot
 from restem_pipeline.training.finetune import TrainStats, held_out_mask, tokenize_pairs
+from restem_pipeline.training.lengths import LengthError, check_lengths
 from restem_pipeline.training.worker import MStepJob, run_job
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
@@ -73,6 +74,36 @@ def run_prompter(storage: StorageResource, experiment: ExperimentResource, probl
     return experiment.prompter(style, base)
 
 
+def run_lengths(
+    storage: StorageResource, experiment: ExperimentResource, trainer: TrainerResource, problem_set: str
+) -> dict:
+    """The partition's lengths on the base model's tokenizer, checked before any sampling or training.
+
+    Raises ``dg.Failure`` naming the setting and the length it needs (``training.lengths``).
+    """
+    base = base_model_path(storage, experiment, problem_set)
+    prompter = run_prompter(storage, experiment, problem_set)
+    problems = load_problems(storage, problem_set)
+    try:
+        lengths = check_lengths(
+            load_tokenizer(base),
+            [p.id for p in problems],
+            [prompter.render(p) for p in problems],
+            [(p.solution or "") if p.split == "train" else "" for p in problems],  # the SFT baseline's targets
+            experiment.max_new_tokens,
+            trainer.max_length,
+            context_length(base),
+        )
+    except LengthError as err:
+        raise dg.Failure(f"{problem_set}: {err}") from err
+    return {
+        "longest_prompt_tokens": lengths.longest_prompt,
+        "longest_solution_tokens": lengths.longest_solution,
+        "context_length": lengths.context or 0,
+        "max_length": lengths.max_length,
+    }
+
+
 def stage_model_path(root: DataRoot, problem_set: str, stage: str) -> str:
     return str(root.model_dir(problem_set, stage))
 
@@ -108,10 +139,11 @@ def _fine_tune_job(
         held_out_mask(rows["problem_id"].to_list(), trainer.validation_fraction, cfg.seed), dtype=pl.Boolean
     )
     add_bos = prompter.style == "text"
+    limit = cfg.max_length or context_length(init) or 0  # max_length 0: the model's context
 
     def tokenized(part: pl.DataFrame):
         prompts, targets = training_pairs(problems, part, "completion", prompter)
-        return tokenize_pairs(tokenizer, prompts, targets, cfg.max_length, add_bos)
+        return tokenize_pairs(tokenizer, prompts, targets, limit, add_bos)
 
     val_rows = rows.filter(held)
     job = MStepJob(

@@ -47,9 +47,9 @@ SETTABLE = {
 # what an experiment may not change: the shared assets (problem set, base model, baselines) read them
 SHARED_FIELDS = {
     "experiment": {
-        "base_model", "data_seed", "prompt_style", "few_shot", "arith_train", "arith_validation", "arith_test",
-        "max_train_problems", "max_eval_problems", "sft_epochs", "sft_learning_rate", "pretrain_steps",
-        "pretrain_batch_size", "pretrain_pool_scale",
+        "base_model", "data_seed", "base_data_seed", "test_ids_file", "prompt_style", "few_shot", "arith_train",
+        "arith_validation", "arith_test", "max_train_problems", "max_eval_problems", "sft_epochs",
+        "sft_learning_rate", "pretrain_steps", "pretrain_batch_size", "pretrain_pool_scale",
     },
     "storage": {"data_root"},
 }  # fmt: skip

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from assets.definitions import all_assets, all_checks, default_resources, experiments_from
 from assets.ingest import problem_set as problem_set_asset
 from assets.summary import label_of, run_stages, stage_roots
-from resources import DistillResource, ExperimentResource, StorageResource, TrainerResource
+from resources import DistillResource, ExperimentResource, SamplerResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
 from restem_pipeline.storage.tables import DataRoot
 
@@ -53,7 +53,7 @@ REAL_MODEL = {
         # sample among 8 with 4-shot chat prompts, 4.0% zero-shot (RESULTS.md, "A real model")
         "few_shot": True,
     },
-    "trainer": {"learning_rate": 5e-5, "max_length": 512, "batch_size": 16, "epochs": 2.0},
+    "trainer": {"batch_size": 16, "epochs": 2.0},  # lr: the default 5e-5; max_length: the model's context
 }
 # --quick runs the embedded arith set with 3-shot chat prompts: a 135M model rarely solves a GSM8K
 # problem in a few samples, and an empty training set stops the graph at its blocking check (as it
@@ -72,6 +72,19 @@ REAL_MODEL_QUICK = {
     "max_new_tokens": 96,
     "sft_epochs": 1.0,
 }
+
+
+# The demo's sampler: a fixed memory budget (so batches do not follow free memory) and, set at run time, a fixed
+# thread count (torch's own: restem's engine would otherwise pick one per decode step by timing, and bf16 sums
+# differ between counts). Together: the same completions, so the same table, on every run of a machine kind.
+DEMO_SAMPLER = {"memory_budget_mb": 4096.0}
+
+
+def demo_sampler(sampler: dict | None = None) -> dict:
+    """``DEMO_SAMPLER`` with this process's torch thread count, then ``sampler``'s settings on top."""
+    import torch
+
+    return {**DEMO_SAMPLER, "threads": torch.get_num_threads(), **(sampler or {})}
 
 
 def demo_settings(model: str, quick: bool) -> dict:
@@ -124,6 +137,7 @@ def run_demo(
     trainer: dict | None = None,
     distill: dict | None = None,
     tags: dict[str, str] | None = None,
+    sampler: dict | None = None,
 ) -> dict:
     """Materialize ``experiments`` (and the shared assets) for ``problem_set``, one run per asset.
 
@@ -139,6 +153,7 @@ def run_demo(
         "experiment": ExperimentResource(**overrides),
         **({"trainer": TrainerResource(**trainer)} if trainer else {}),
         **({"distill": DistillResource(**distill)} if distill else {}),
+        **({"sampler": SamplerResource(**sampler)} if sampler else {}),
     }
     tags = {"restem/demo": "true", **(tags or {})}
     targets = sorted({t for e in experiments for t in e.transfer} - {problem_set})
@@ -198,17 +213,51 @@ def read_metrics(root: DataRoot, problem_set: str, stage: str) -> dict:
     return json.loads(root.report_path(problem_set, stage, ".json").read_text())["metrics"]
 
 
-def comparison_table(stages: dict[str, dict], k: int) -> str:
+def _pct(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return "" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def comparison_markdown(record: dict) -> str:
+    """The demo's table (markdown) and its verdict line, from a ``restem demo`` record (``demo_record``).
+
+    One row per evaluated model; then the iteration validation picks, per experiment, against the base
+    and SFT on test pass@1, in points, with what one test problem is worth. The README's table and the
+    docs' are this function's output for the committed record (``tests/test_docs.py``).
+    """
+    k, stages = record["k"], record["stages"]
     cols = [
-        ("test pass@1", "test/pass@1"),
-        (f"test pass@{k}", f"test/pass@{k}_sampled"),
-        (f"test maj@{k}", f"test/maj@{k}"),
-        ("val pass@1", "validation/pass@1"),
-        ("train pass@1", "train/pass@1"),
-    ]
-    width = max(10, *(len(s) + 2 for s in stages))
-    head = f"{'model':<{width}}" + "".join(f"{c:>14}" for c, _ in cols)
-    lines = [head, "-" * len(head)]
-    for stage, m in stages.items():
-        lines.append(f"{stage:<{width}}" + "".join(f"{100 * m.get(key, float('nan')):>13.1f}%" for _, key in cols))
+        ("test pass@1", "test/pass@1"), (f"test pass@{k}", f"test/pass@{k}_sampled"),
+        (f"test maj@{k}", f"test/maj@{k}"), ("val pass@1", "validation/pass@1"), ("train pass@1", "train/pass@1"),
+    ]  # fmt: skip
+    lines = ["| model | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += [f"| {label} | " + " | ".join(_pct(m, key) for _, key in cols) + " |" for label, m in stages.items()]
+    for exp in record["experiments"]:
+        iters = [(label, m) for label, m in stages.items() if label.startswith(f"{exp}/iter_")]
+        scored = [(label, m) for label, m in iters if m.get("validation/pass@1") is not None]
+        if not scored or "base" not in stages:
+            continue
+        label, best = max(scored, key=lambda lm: (lm[1]["validation/pass@1"], -int(lm[0].rsplit("_", 1)[1])))
+        gains = [
+            f"{100 * (best['test/pass@1'] - stages[other]['test/pass@1']):+.1f} points over {name}"
+            for other, name in (("base", "the base"), ("sft", "SFT"))
+            if other in stages
+        ]
+        n = int(stages["base"].get("test/scored_problems") or 0)
+        worth = f" ({n} test problems: one is {100 / n:.2f} points)" if n else ""
+        lines += ["", f"Validation picks {label}: test pass@1 " + ", ".join(gains) + worth + "."]
     return "\n".join(lines)
+
+
+def demo_record(model: str, problem_set: str, experiments: list[Experiment], quick: bool, k: int, out: dict,
+                settings: dict) -> dict:  # fmt: skip
+    """What ``restem demo --json`` writes: the run's settings (resolved resources), metrics and wall times."""
+    return {
+        "model": model,
+        "problem_set": problem_set,
+        "experiments": {e.name: e.iterations for e in experiments},
+        "quick": quick,
+        "k": k,
+        "settings": settings,
+        **out,
+    }

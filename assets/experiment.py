@@ -40,7 +40,7 @@ from assets.stage_results import cap_result, sample_result, verify_result
 from resources import DistillResource, ExperimentResource, SamplerResource, StorageResource, TrainerResource
 from restem_pipeline.experiments import DEFAULT_EXPERIMENT, Experiment
 from restem_pipeline.generation.modeling import load_tokenizer
-from restem_pipeline.stages import build_base_model
+from restem_pipeline.pretrain import build_base_model_pinned
 
 TEACHER_STAGE = "teacher"
 
@@ -93,7 +93,7 @@ def build_teacher(exp: Experiment) -> list[dg.AssetsDefinition]:
             return dg.MaterializeResult(metadata={"model": path, "vocab_size": len(tok), "built_here": False})
         exclude = {p.prompt for p in load_problems(storage, name)}
         cfg = teacher.teacher_config(settings.base_model_config())
-        stats = build_base_model(path, exclude, cfg, progress_logger(context, "pretraining teacher"))
+        stats = build_base_model_pinned(path, exclude, cfg, progress_logger(context, "pretraining teacher"))
         return dg.MaterializeResult(
             metadata={
                 **{k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()},

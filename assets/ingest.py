@@ -1,37 +1,78 @@
 """``problem_set`` (ingest and validate a partition's problems) and ``base_model`` (build or name it)."""
 
+import functools
 import random
 
 import dagster as dg
 import polars as pl
 
-from assets.common import base_model_path, progress_logger, run_prompter
+from assets.common import base_model_path, progress_logger, run_lengths, run_prompter
 from assets.partitions import problem_sets
-from resources import ExperimentResource, StorageResource
+from resources import ExperimentResource, StorageResource, TrainerResource
+from restem_pipeline.data import arith
 from restem_pipeline.data import problems as loaders
+from restem_pipeline.data.holdout import apply_holdout
 from restem_pipeline.data.schema import Problem
 from restem_pipeline.generation import named_models
 from restem_pipeline.generation.modeling import load_tokenizer
-from restem_pipeline.stages import build_base_model, problems_frame
+from restem_pipeline.pretrain import build_base_model_pinned
+from restem_pipeline.stages import problems_frame
 from restem_pipeline.watch import find_problem_set_file
+
+EMBEDDED_SETS = ("arith", "arith_ood")
 
 
 def resolve_problem_set(name: str, storage: StorageResource, experiment: ExperimentResource) -> loaders.LoadReport:
     """A built-in set by name, or ``<data root>/problem_sets/<name>.jsonl`` (or ``.jsonl.gz``) in any
-    supported format: the file ``problem_set_sensor`` watches."""
+    supported format: the file ``problem_set_sensor`` watches.
+
+    An embedded set drawn with another data seed's base (``experiment.excluded_data_seed``) skips every
+    problem that seed's runs drew or its base pretrained on (``earlier_prompts``); ``experiment.test_ids_file``
+    replaces its set's test split by a held-out slice (``data/holdout.py``)."""
     if name in loaders.BUILTIN_SETS:
         sizes = (experiment.arith_train, experiment.arith_validation, experiment.arith_test)
-        return loaders.load_builtin(name, seed=experiment.problems_seed, arith_sizes=sizes)
-    folder = storage.root().root / "problem_sets"
-    path = find_problem_set_file(folder, name)
-    if path is None:
-        raise dg.Failure(
-            f"problem set {name!r}: not built in ({', '.join(loaders.BUILTIN_SETS)}) "
-            f"and no file {folder / name}.jsonl (or .jsonl.gz)"
-        )
-    report = loaders.load_jsonl_auto(path)
-    report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.problems_seed)
+        exclude = earlier_prompts(name, experiment) if name in EMBEDDED_SETS else None
+        report = loaders.load_builtin(name, seed=experiment.problems_seed, arith_sizes=sizes, exclude=exclude)
+    else:
+        folder = storage.root().root / "problem_sets"
+        path = find_problem_set_file(folder, name)
+        if path is None:
+            raise dg.Failure(
+                f"problem set {name!r}: not built in ({', '.join(loaders.BUILTIN_SETS)}) "
+                f"and no file {folder / name}.jsonl (or .jsonl.gz)"
+            )
+        report = loaders.load_jsonl_auto(path)
+        report.problems = loaders.with_validation_split(report.problems, 0.1, experiment.problems_seed)
+    if experiment.test_ids_file:
+        try:
+            report.problems = apply_holdout(report.problems, experiment.test_ids_file, name)
+        except ValueError as err:
+            raise dg.Failure(f"problem set {name!r}, test_ids_file: {err}") from err
     return report
+
+
+def earlier_prompts(name: str, experiment: ExperimentResource) -> frozenset[str]:
+    """The texts an embedded set's draw skips: with ``excluded_data_seed`` B, every problem of B's draw at
+    this run's sizes and subsets (what B's runs trained on and scored) and, for ``arith``, the pretraining
+    pool a base built with B trains on (``pretraining_pool(B, pool, exclude=B's ingested problems)``, as
+    ``base_model`` builds it; the teacher's is the same pool). Empty when the run draws with its own seed."""
+    seed = experiment.excluded_data_seed
+    if seed is None:
+        return frozenset()
+    sizes = (experiment.arith_train, experiment.arith_validation, experiment.arith_test)
+    caps = (experiment.max_train_problems, experiment.max_eval_problems)
+    pool = experiment.base_model_config().pool_per_level if name == "arith" else ()
+    return _earlier_prompts(name, seed, sizes, caps, pool)
+
+
+@functools.lru_cache(maxsize=8)
+def _earlier_prompts(
+    name: str, seed: int, sizes: tuple[int, int, int], caps: tuple[int, int], pool: tuple[int, ...]
+) -> frozenset[str]:
+    drawn = loaders.load_builtin(name, seed=seed, arith_sizes=sizes).problems
+    ingested = {p.prompt for p in subset(drawn, *caps, seed)}
+    pretrained = {text for text, _ in arith.pretraining_pool(seed, pool, ingested)} if pool else set()
+    return frozenset({p.prompt for p in drawn} | pretrained)
 
 
 def subset(problems: list[Problem], max_train: int, max_eval: int, seed: int) -> list[Problem]:
@@ -108,8 +149,12 @@ def _md(df: pl.DataFrame) -> str:
     "(tokenizer and pretraining built here, offline) or a named Hugging Face model.",
 )
 def base_model(
-    context: dg.AssetExecutionContext, storage: StorageResource, experiment: ExperimentResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    experiment: ExperimentResource,
+    trainer: TrainerResource,
 ) -> dg.MaterializeResult:
+    """Build, convert or find the base model, then check the run's lengths on its tokenizer (before any work)."""
     name = context.partition_key
     path = base_model_path(storage, experiment, name)
     if named_models.is_named(experiment.base_model):
@@ -123,6 +168,7 @@ def base_model(
                 "model": dg.MetadataValue.path(path),
                 "prompt_style": run_prompter(storage, experiment, name).name,
                 "built_here": False,
+                **run_lengths(storage, experiment, trainer, name),
             }
         )
     if not experiment.uses_embedded_model:
@@ -133,13 +179,14 @@ def base_model(
                 "vocab_size": len(tok),
                 "prompt_style": run_prompter(storage, experiment, name).name,
                 "built_here": False,
+                **run_lengths(storage, experiment, trainer, name),
             }
         )
     from assets.common import load_problems
 
     exclude = {p.prompt for p in load_problems(storage, name)}
     cfg = experiment.base_model_config()
-    stats = build_base_model(
+    stats = build_base_model_pinned(
         storage.root().model_dir(name, "base"), exclude, cfg, progress_logger(context, "pretraining")
     )
     return dg.MaterializeResult(
@@ -148,5 +195,6 @@ def base_model(
             "model": dg.MetadataValue.path(path),
             "built_here": True,
             "architecture": f"Llama, hidden {cfg.spec.hidden_size}, {cfg.spec.num_layers} layers",
+            **run_lengths(storage, experiment, trainer, name),
         }
     )

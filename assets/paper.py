@@ -3,24 +3,25 @@
 The comparison set is the shipped experiment files ``restem_pipeline.evaluation.paper.PAPER_EXPERIMENTS``
 (ReST-EM with transfer to the held-out set, ReST, one iteration with 3x samples, distillation, the
 data-fraction sweep) beside the shared base model and SFT baseline. **A seed is a data root**: the run
-for seed s sets ``ExperimentResource(seed=s, data_seed=<first seed>)`` (the method's randomness varies,
-the problems and the base model do not) and stores under ``<root>/seed_<s>``. ``paper/report`` writes
-this root's seed record (``reports/<set>/shared/paper_seed.json``), then reads the records of every
+for seed s sets ``ExperimentResource(seed=s, data_seed=s)`` (its own problems and the method's randomness;
+later seeds share the first seed's base, ``base_data_seed`` keeping its pool out of their draws) and
+stores under ``<root>/seed_<s>``. ``paper/report`` writes this root's seed record
+(``reports/<set>/shared/paper_seed.json``: metrics, data seeds), then reads the records of every
 ``seed_*`` root beside it and writes the report over all of them (``paper.{md,json,png}``, and its table,
-findings and plot as metadata). ``run_paper`` (``restem experiment paper``) runs the seeds one after
-another through Dagster, reusing a seed whose reports are all stored.
+findings and plot as metadata), labelled exploratory or confirmatory from the run's ``paper_run.json``
+beside the seed roots (its settings file and commit: ``assets/paper_run.py``).
 
-Not covered: the statistics and verdicts (``restem_pipeline/evaluation/paper.py``).
+Not covered: the statistics and verdicts (``restem_pipeline/evaluation/paper.py``); running the seeds
+(``restem experiment paper``: ``assets/paper_run.py``).
 """
 
-import dataclasses
 import json
 import re
 from pathlib import Path
 
 import dagster as dg
 
-from assets.experiment import TEACHER_STAGE, transfer_stage
+from assets.experiment import transfer_stage
 from assets.partitions import problem_sets
 from assets.reports import inline_png, stored_report
 from assets.summary import collect_reports, label_of, run_stages, stage_roots, summary_key
@@ -31,6 +32,8 @@ from restem_pipeline.storage.tables import DataRoot, write_text_atomic
 
 REPORT_KEY = dg.AssetKey(["paper", "report"])
 SEED_RECORD = "paper_seed"
+PAPER_RUN = "paper_run.json"  # beside the seed roots: the run's label, settings file and commit
+RECORDS_WRITTEN = "restem/paper_records_written"  # a run tag: the seed records are stored, report only
 _SEED_DIR = re.compile(r"^seed_(\d+)$")
 
 
@@ -52,10 +55,22 @@ def expected_reports(root: DataRoot, problem_set: str, experiments: list[Experim
     return paths
 
 
-def seed_record_from(root: DataRoot, problem_set: str, experiments: list[Experiment], seed: int) -> dict:
-    """This root's seed record: every stored model's metrics (base and SFT once; transfer on the first target)."""
+def data_of(experiment: ExperimentResource) -> dict:
+    """Which problems a seed scored: its data seed, the base's data seed its draw skipped, the held-out slice."""
+    return {
+        "data_seed": experiment.problems_seed,
+        "base_data_seed": experiment.excluded_data_seed,
+        "test_ids_file": experiment.test_ids_file or None,
+    }
+
+
+def seed_record_from(
+    root: DataRoot, problem_set: str, experiments: list[Experiment], seed: int, data: dict | None = None
+) -> dict:
+    """This root's seed record: every stored model's metrics (base and SFT once; transfer on the first target),
+    and ``data`` (``data_of``: which problems it scored)."""
     models: dict[str, dict[str, float]] = {}
-    k = None
+    k, test_problems = None, 0
     for exp in experiments:
         target = exp.transfer[0] if exp.transfer else None
         where_of = stage_roots(root.of(exp.name), run_stages(exp))
@@ -68,11 +83,13 @@ def seed_record_from(root: DataRoot, problem_set: str, experiments: list[Experim
             metrics = paper.model_metrics(report, transfer)
             models[label] = {**models.get(label, {}), **metrics}
             k = k or int(report["eval_config"]["k"])
+            if stage == "base":
+                test_problems = int(report["metrics"].get("test/scored_problems") or 0)
     if k is None:
         raise ValueError(f"no evaluation report of {problem_set!r} under {root.root / 'reports'}")
     meta = {e.name: {"iterations": e.iterations, "train_fraction": e.train_fraction, "init_from": e.init_from,
                      "policy": e.policy, "transfer": list(e.transfer)} for e in experiments}  # fmt: skip
-    return paper.seed_record(seed, k, models, meta)
+    return {**paper.seed_record(seed, k, models, meta, test_problems), **(data or {})}
 
 
 def seed_roots(root: Path) -> list[Path]:
@@ -91,11 +108,55 @@ def collect_seed_records(root: Path, problem_set: str) -> list[dict]:
     return records
 
 
+def run_provenance(root: Path) -> dict:
+    """The run's ``paper_run.json`` beside the seed roots (``{"label": "exploratory"}`` where there is none)."""
+    path = root.parent / PAPER_RUN if _SEED_DIR.match(root.name) else root / PAPER_RUN
+    return json.loads(path.read_text()) if path.exists() else {"label": "exploratory"}
+
+
+def provenance_line(report: dict) -> str:
+    """What the report is evidence of: its label, settings file and commit, and which problems each seed drew."""
+    label, settings = report["label"], report.get("settings") or {}
+    if settings.get("file"):
+        where = f"settings `{settings['file']}` at commit `{(settings.get('commit') or '?')[:12]}`"
+        head = f"**{label.capitalize()}** run: {where}."
+        if label == "confirmatory":
+            head = head[:-1] + (
+                ", committed before the run: settings chosen on validation beforehand, test problems no earlier "
+                "run scored."
+            )
+    else:
+        head = f"**{label.capitalize()}** run: no settings file (settings may have been chosen on these results)."
+    data = report.get("data") or []
+    seeds = sorted({d["data_seed"] for d in data if d.get("data_seed") is not None})
+    if not seeds:
+        return head
+    skipped = sorted({d["base_data_seed"] for d in data if d.get("base_data_seed") is not None})
+    draws = f" Problems: data seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    draws += " (each seed its own draw, so the interval covers the draw of the test set too)" if len(seeds) > 1 else ""
+    if skipped:
+        draws += f"; every problem of data seed {', '.join(map(str, skipped))} and its base's pretraining pool skipped"
+    slices = sorted({d["test_ids_file"] for d in data if d.get("test_ids_file")})
+    if slices:
+        draws += f"; test split: the held-out slice {', '.join(f'`{Path(s).name}`' for s in slices)}"
+    return head + draws + "."
+
+
 def write_paper_report(root: Path, problem_set: str, title: str) -> tuple[dict, dict[str, Path], bytes]:
-    """The report over every seed record beside ``root``, written to ``root``'s shared reports."""
-    report = paper.paper_report(collect_seed_records(root, problem_set))
+    """The report over every seed record beside ``root``, written to ``root``'s shared reports, labelled
+    exploratory or confirmatory (``run_provenance``): the label in the title and the json."""
+    records = collect_seed_records(root, problem_set)
+    report = paper.paper_report(records)
+    run = run_provenance(root)
+    report["label"] = run.get("label", "exploratory")
+    report["settings"] = {k: run.get(f"settings_{k}") for k in ("file", "commit")} if run.get("settings_file") else None
+    report["run"] = run
+    report["data"] = [
+        {"seed": r["seed"], **{k: r.get(k) for k in ("data_seed", "base_data_seed", "test_ids_file")}} for r in records
+    ]
     out = DataRoot(root)
-    md = paper.report_markdown(report, title)
+    head, _, body = paper.report_markdown(report, f"{title} ({report['label']})").partition("\n\n")
+    md = f"{head}\n\n{provenance_line(report)}\n\n{body}"
     png = plots.png_bytes(paper.paper_figure(report))
     paths = {kind: out.report_path(problem_set, "paper", f".{kind}") for kind in ("md", "json", "png")}
     write_text_atomic(md + "\n![paper](paper.png)\n", paths["md"])
@@ -122,8 +183,9 @@ def build_paper_report(experiments: list[Experiment]) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         name = context.partition_key
         root = storage.root()
-        record = seed_record_from(root, name, exps, experiment.seed)
-        write_text_atomic(json.dumps(record, indent=2), root.report_path(name, SEED_RECORD, ".json"))
+        if context.run.tags.get(RECORDS_WRITTEN) != "true":  # restem experiment paper wrote every seed's record
+            record = seed_record_from(root, name, exps, experiment.seed, data_of(experiment))
+            write_text_atomic(json.dumps(record, indent=2), root.report_path(name, SEED_RECORD, ".json"))
         model = root.root.parent.name if _SEED_DIR.match(root.root.name) else experiment.base_model
         report, paths, png = write_paper_report(root.root, name, f"{name}: the paper's findings, {model}")
         context.log.info(f"paper report over seeds {report['seeds']}: {report['counts']}")
@@ -158,152 +220,3 @@ def paper_job(experiments: list[Experiment]):
 def _groups(exp: Experiment) -> list[str]:
     teacher = [f"{exp.name}_teacher"] if exp.distills else []
     return [*teacher, *(f"{exp.name}_iter_{t}" for t in range(1, exp.iterations + 1)), f"{exp.name}_summary"]
-
-
-# --- restem experiment paper ---------------------------------------------------------------------
-
-
-def run_paper(
-    problem_set: str,
-    experiments: list[Experiment],
-    seeds: list[int],
-    paper_root: Path,
-    overrides: dict,
-    trainer: dict | None = None,
-    distill: dict | None = None,
-    reuse_base: bool = True,
-    show_progress: bool = True,
-    run_missing: bool = True,
-) -> dict:
-    """Run ``experiments`` once per seed (data root ``paper_root/seed_<s>``), then the report over all seeds.
-
-    A seed whose reports are all stored is not run again; with ``run_missing`` off (``--report-only``) a
-    seed that is not complete is left out of the report instead of run. With ``reuse_base`` (the embedded model) later
-    seeds take the first seed's base model and teacher as given models, so one pretrained base serves
-    every seed, as one pretrained PaLM 2 served the paper.
-    """
-    from assets.demo import ensure_instance, run_demo
-
-    exps = [e for e in experiments if e.name in paper.PAPER_EXPERIMENTS]
-    first = DataRoot(paper_root / f"seed_{seeds[0]}")
-    runs, settings, done = {}, {}, []
-    for seed in seeds:
-        root = DataRoot(paper_root / f"seed_{seed}")
-        settings = {**overrides, "seed": seed, "data_seed": seeds[0]}
-        teacher = dict(distill or {})
-        if reuse_base and seed != seeds[0]:
-            # the first seed's models, unless given ones (--set base_model=PATH) serve every seed already
-            if overrides.get("base_model", "embedded") == "embedded":
-                settings["base_model"] = str(first.model_dir(problem_set, "base"))
-            if teacher.get("teacher_model", "embedded") == "embedded":
-                teacher["teacher_model"] = str(first.of("distill").model_dir(problem_set, TEACHER_STAGE))
-        if all(p.exists() for p in expected_reports(root, problem_set, exps)):
-            runs[seed] = {"reused": True}
-        elif not run_missing:
-            runs[seed] = {"reused": False, "skipped": "not every report is stored"}
-            continue
-        else:
-            if reuse_base and seed != seeds[0]:
-                _first_base_exists(first, problem_set, seeds[0], settings)
-            out = run_demo(
-                problem_set, exps, str(root.root), settings, show_progress=show_progress, trainer=trainer,
-                distill=teacher or None, tags={"restem/paper_seed": str(seed)},
-            )  # fmt: skip
-            runs[seed] = {"reused": False, "wall_seconds": out["wall_seconds"], "warnings": out["warnings"]}
-        record = seed_record_from(root, problem_set, exps, seed)
-        write_text_atomic(json.dumps(record, indent=2), root.report_path(problem_set, SEED_RECORD, ".json"))
-        done.append(seed)
-    if not done:
-        raise SystemExit(f"no seed of {seeds} has every report stored under {paper_root}: run without --report-only")
-    # the report over every seed, as a materialization of paper/report (in the UI), from the last seed's root
-    last = DataRoot(paper_root / f"seed_{done[-1]}")
-    dg.materialize(
-        [build_paper_report(exps)],
-        partition_key=problem_set,
-        resources={"storage": StorageResource(data_root=str(last.root)), "experiment": ExperimentResource(**settings)},
-        instance=ensure_instance(),
-        tags={"restem/paper_seed": str(done[-1])},
-    )
-    report = json.loads(last.report_path(problem_set, "paper", ".json").read_text())
-    paths = {k: str(last.report_path(problem_set, "paper", f".{k}")) for k in ("md", "json", "png")}
-    return {"report": report, "paths": paths, "runs": runs}
-
-
-def _first_base_exists(first: DataRoot, problem_set: str, first_seed: int, settings: dict) -> None:
-    """A later seed takes the first seed's base model; refuse clearly when it is not there.
-
-    That happens when the first seed was run with a given model (``--set base_model=PATH``) and this
-    call was not: the first seed's stored base report names the model it used.
-    """
-    path = settings.get("base_model")
-    if not path or Path(path).exists() or not str(path).startswith(str(first.root)):
-        return
-    used, report = "", first.report_path(problem_set, "base", ".json")
-    if report.exists():
-        used = f" (its base report names {json.loads(report.read_text()).get('model')!r})"
-    raise SystemExit(
-        f"seed {first_seed}'s base model is not at {path}: seed {first_seed} was run with a given base "
-        f"model{used}; pass the same --set base_model=PATH so every seed uses it"
-    )
-
-
-def with_iterations(experiments: list[Experiment], iterations: int | None, transfer: bool) -> list[Experiment]:
-    """``iterations`` replacing every multi-iteration experiment's; transfer dropped when ``transfer`` is off."""
-    out = []
-    for e in experiments:
-        e = dataclasses.replace(e, transfer=e.transfer if transfer else ())
-        out.append(dataclasses.replace(e, iterations=iterations) if iterations and e.iterations > 1 else e)
-    return out
-
-
-EMBEDDED_PAPER = {"eval_k": 4, "arith_validation": 100, "arith_test": 300, "eval_train_subset": 100}
-# --quick: the demo's tiny sizes, with a base pretrained long enough (400 steps, not 60), 64 training
-# problems and N = 8, so that one eighth of them (8 problems x 8 samples) still yields correct samples
-# to train on (at 60 and 200 steps it found none in one seed of two: the blocking check stopped the run)
-EMBEDDED_PAPER_QUICK = {"pretrain_steps": 400, "arith_train": 64, "samples_per_problem": 8}
-TEACHER_PAPER = {"teacher_hidden_size": 192, "teacher_layers": 4, "teacher_intermediate_size": 768}
-# the real-model part: the headline comparison (base, SFT, ReST-EM iterations) on arith with 3-shot chat
-# prompts, sized for 2 CPU cores (about 25 minutes a seed alone); GSM8K is out of a 135M model's reach
-# in a few samples (README "A real model")
-REAL_MODEL_PAPER = {
-    "arith_train": 120,
-    "arith_validation": 40,
-    "arith_test": 80,
-    "max_train_problems": 120,
-    "max_eval_problems": 80,
-    "eval_train_subset": 20,
-    "max_new_tokens": 128,
-    "sft_epochs": 1.0,
-}
-
-
-def paper_settings(model: str, quick: bool) -> dict:
-    """``restem experiment paper``'s defaults for ``model``: problem set, resource overrides, experiments, seeds."""
-    from assets.demo import demo_settings
-
-    s = demo_settings(model, quick)
-    if model == "embedded":
-        # sized to fit 3 seeds in about 90 minutes on 2 cores: K = 4, 100 validation / 300 test problems
-        # (the demo: 8, 200 / 400), and a teacher with 2.2x the base's parameters (hidden 192: the default
-        # 256 x 6 layers costs 6x the base per pretraining step); seed 0 builds it, later seeds reuse it
-        experiment = {**s["experiment"], **(EMBEDDED_PAPER_QUICK if quick else EMBEDDED_PAPER)}
-        seeds, teacher = ([0, 1] if quick else [0, 1, 2]), TEACHER_PAPER
-        return {**s, "experiment": experiment, "experiments": paper.PAPER_EXPERIMENTS, "seeds": seeds,
-                "iterations": 2 if quick else None, "transfer": True, "distill": teacher}  # fmt: skip
-    out = {**s, "experiments": ("restem",), "iterations": 2, "transfer": False, "seeds": [0, 1], "distill": {}}
-    if not quick:
-        out |= {"problem_set": "arith", "experiment": {**s["experiment"], **REAL_MODEL_PAPER}}
-    return out
-
-
-def upsert_section(path: Path, marker: str, text: str) -> None:
-    """Replace the section between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path`` (append if absent)."""
-    begin, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    old = path.read_text() if path.exists() else ""
-    block = f"{begin}\n{text.rstrip()}\n{end}"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + block + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    write_text_atomic(new, path)

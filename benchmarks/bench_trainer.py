@@ -40,10 +40,18 @@ What is held equal:
   on sdpa but computes every query against every key of the row; TRL's documentation asks for
   FlashAttention 2/3 for padding-free, which is what makes it linear in the examples' lengths.
 
-Measured: **real tokens/s** = non-padding input tokens (prompt included) over the training loop (set-up,
-dataset preparation and checks excluded); **peak memory** = on CPU the process's peak RSS during training
-(``VmHWM`` after resetting it through ``/proc/self/clear_refs`` just before training; imports and the
-model are in it, so ``rss_before_training_mb`` is reported too), on CUDA ``torch.cuda.max_memory_allocated``;
+- **Clock**: the same window for every method: from the call that trains (``train_causal_lm`` /
+  ``Trainer.train()``) to the end of the last optimizer step (restem's progress callback, the HF/TRL
+  ``on_step_end``), wall clock and process CPU time alike; each method's own set-up inside that call is in
+  it, dataset preparation and the checks before it are not. (Earlier versions timed restem's wall clock
+  from its loop's start but its CPU time from the call, and HF/TRL from ``on_train_begin`` to
+  ``on_train_end``.) Every child asserts afterwards that it ran with the thread count the parent asked for.
+
+Measured: **real tokens/s** = non-padding input tokens (prompt included) over that window; **steady** =
+the same after the first step (kernel set-up, allocator warm-up); **peak memory** = on CPU the process's
+peak RSS during training (``VmHWM`` after resetting it through ``/proc/self/clear_refs`` just before
+training; imports and the model are in it, so ``rss_before_training_mb`` is reported too), on CUDA
+``torch.cuda.max_memory_allocated``;
 **held-out loss** = ``training.evaluate_loss`` on the same held-out examples after training (fp32, padded,
 exact, completion tokens only, mean per token), the same function for every method; also the mean training
 loss of the last 10% of steps.
@@ -55,8 +63,8 @@ Models (``--model``): ``embedded`` (default): a 3.3M-parameter Llama (``modeling
 (default ./data) as restem does) on GSM8K training problems (``--gsm8k``) in its chat template (human
 solution + ``<|im_end|>`` as the completion; problems longer than 384 tokens are skipped so that no method
 truncates), batch 8, ``--smollm2-steps`` steps, peak lr 1e-4, 10% warm-up. ``llama100m``: a random-init
-85M-parameter Llama (hidden 768, 12 layers) on the arithmetic data, batch 64, lr 3e-4: the GPU check
-(``scripts/gpu_bench_trainer.py``). ``both``: embedded, then smollm2.
+85M-parameter Llama (hidden 768, 12 layers) on the arithmetic data, batch 64, lr 3e-4 (``--device cuda``; the
+GPU check is ``scripts/gpu_check.py --part mstep``). ``both``: embedded, then smollm2.
 
     python benchmarks/bench_trainer.py [--quick] [--model embedded|smollm2|llama100m|both] [--methods a,b]
         [--dtype auto|float32] [--device cpu|cuda] [--threads N] [--rounds N] [--smollm2-steps N] [--site DIR]
@@ -156,8 +164,9 @@ def _write_data(
     from restem_pipeline.training.finetune import tokenize_pairs
 
     max_length, batch, steps = settings["max_length"], settings["batch"], settings["steps"]
-    examples = tokenize_pairs(tok, prompts, targets, max_length, add_bos=add_bos)
-    fits = [i for i, (ids, _) in enumerate(examples) if len(ids) < max_length]  # a cut example loses its EOS
+    # uncut (max_length 0), then only the examples that fit: no method ever sees a cut example
+    examples = tokenize_pairs(tok, prompts, targets, 0, add_bos=add_bos)
+    fits = [i for i, (ids, _) in enumerate(examples) if len(ids) < max_length]
     val_idx, train_idx = fits[: settings["val"]], fits[settings["val"] :]
     train_idx = train_idx[: n_train or len(train_idx) // batch * batch]  # whole batches: the same cut for all
     assert len(train_idx) >= batch and len(train_idx) % batch == 0, f"{len(train_idx)} training examples"
@@ -418,21 +427,30 @@ def _hf_train(model, tok, data: dict, flatten: bool, device: str, bf16: bool) ->
     )
     check = _flat_vs_split(model, inner(rows[: s["batch"]])) if flatten else None
     reset = _reset_peak(device)
+    call = _Call()
     trainer.train()
-    return _trainer_result(trainer, counter, clock, s, reset, check)
+    return _trainer_result(trainer, counter, clock, s, reset, check, call)
 
 
-def _trainer_result(trainer, counter: _Counter, clock, s: dict, reset: bool, check) -> dict:
+class _Call:
+    """Wall and CPU clock at the call that trains: the start of every method's measured window."""
+
+    def __init__(self):
+        self.c0, self.t0 = time.process_time(), time.perf_counter()
+
+
+def _trainer_result(trainer, counter: _Counter, clock, s: dict, reset: bool, check, call: _Call) -> dict:
     steps = s["steps"]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "tokens": sum(counter.real[:steps]),
         "computed_tokens": sum(counter.computed[:steps]),
         "loss_tokens": sum(counter.loss_tokens[:steps]),
-        "seconds": clock.t1 - clock.t0,
-        "cpu_seconds": clock.c1 - clock.c0,
+        "seconds": clock.step_ends[-1] - call.t0,  # the call to the end of the last optimizer step
+        "cpu_seconds": clock.c1 - call.c0,
+        "loop_seconds": clock.t1 - clock.t0,  # the trainer's own on_train_begin .. on_train_end
         "step_tokens": counter.real[:steps],
-        "step_seconds": _diffs(clock.t0, clock.step_ends),
+        "step_seconds": _diffs(call.t0, clock.step_ends),
         "losses": losses,
         "peak_reset": reset,
         "flat_check": check,
@@ -504,8 +522,9 @@ def _trl_train(model, tok, data: dict, packed: bool, varlen: bool, device: str, 
     reset = _reset_peak(device)
     with packed_attention(model) if varlen else nullcontext() as on:
         assert on in (None, True), "restem's varlen attention does not apply to this model"
+        call = _Call()
         trainer.train()
-    out = _trainer_result(trainer, counter, clock, s, reset, check)
+    out = _trainer_result(trainer, counter, clock, s, reset, check, call)
     out.update(block_tokens=block if packed else None, blocks=blocks, schedule_loss_tokens=expected)
     return out
 
@@ -533,17 +552,17 @@ def _restem_train(model, tok, data: dict, packing: bool, dtype: str) -> dict:
         ends.append(time.perf_counter())
         cpu.append(time.process_time())
 
-    c0, t0 = time.process_time(), time.perf_counter()
+    call = _Call()
     stats = train_causal_lm(model, tok, data["train"], cfg, progress=progress)
-    # the loop's own clock starts after its set-up; the first step's time is counted from here
     return {
         "tokens": stats.tokens,
         "computed_tokens": stats.computed_tokens,
         "loss_tokens": stats.target_tokens,
-        "seconds": stats.seconds,
-        "cpu_seconds": cpu[-1] - c0,
+        "seconds": ends[-1] - call.t0,  # the call to the end of the last optimizer step, as for HF/TRL
+        "cpu_seconds": cpu[-1] - call.c0,
+        "loop_seconds": stats.seconds,  # restem's own loop clock (after its set-up)
         "step_tokens": [sum(len(data["train"][i][0]) for i in b) for b in data["schedule"]],
-        "step_seconds": _diffs(t0, ends),
+        "step_seconds": _diffs(call.t0, ends),
         "losses": stats.loss_history,
         "peak_reset": reset,
         "flat_check": None,
@@ -600,6 +619,9 @@ def run_method(name: str, workdir: Path, device: str, dtype: str, attn: str | No
     else:
         out = _hf_train(model, tok, data, name == "hf_flattening", device, bf16)
     peak = _peak_mb(device)
+    threads = torch.get_num_threads()
+    asked = int(os.environ.get("BENCH_TRAINER_THREADS", "0"))
+    assert not asked or threads == asked, f"{name} ran with {threads} torch threads, {asked} asked for"
     expected = sum(target_count(data["train"][i]) for b in data["schedule"] for i in b)
     if name != "trl_packed_bfd":  # bfd's blocks hold other example mixes; checked on the packed dataset instead
         assert out["loss_tokens"] == expected, (
@@ -618,7 +640,7 @@ def run_method(name: str, workdir: Path, device: str, dtype: str, attn: str | No
         else (model.config._attn_implementation),
         "dtype": "bfloat16" if bf16 else "float32",
         "parameters": count_parameters(model),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "steps": len(losses),
         "tokens_per_s": out["tokens"] / out["seconds"],
         # CPU time of the process over the loop: with one torch thread, what the work costs whatever the load
@@ -740,6 +762,8 @@ def compare(model_key: str, args, env: dict) -> dict:
         "tokens_per_cpu_s": per("tokens_per_cpu_s", 1),
         "tokens_per_cpu_s_all_rounds": {n: [round(x["tokens_per_cpu_s"], 1) for x in rs] for n, rs in results.items()},
         "first_step_s": {n: round(b["step_seconds"][0], 3) for n, b in best.items()},
+        "loop_seconds": per("loop_seconds", 2),
+        "torch_threads_per_method": per("torch_threads"),
         "ratio_vs_" + ref_name: {n: round(b["tokens_per_s"] / ref["tokens_per_s"], 3) for n, b in best.items()},
         "cpu_ratio_vs_" + ref_name: {
             n: round(b["tokens_per_cpu_s"] / ref["tokens_per_cpu_s"], 3) for n, b in best.items()
@@ -1069,6 +1093,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        os.environ["BENCH_TRAINER_THREADS"] = str(args.threads)  # checked after training (run_method)
     if args.method:  # a child: one method, one JSON line
         print(json.dumps(run_method(args.method, args.workdir, args.device, args.dtype, args.attn)))
         return

@@ -24,14 +24,18 @@ class DistillResource(dg.ConfigurableResource):
         description="'embedded' (a bigger tiny Llama pretrained here, like base_model), or a Hugging Face "
         "model id / local path of any causal LM",
     )
-    teacher_hidden_size: int = Field(default=256, description="embedded teacher: hidden size (base: 128)")
-    teacher_layers: int = Field(default=6, description="embedded teacher: transformer layers (base: 4)")
+    # the teacher whose pretraining rate was chosen on validation (1e-3 of {3e-3, 1e-3}: validation pass@1 83.5%
+    # against 19.0%): 2.2x the base's parameters (docs, "The paper's findings"); the earlier default was 256 x 6
+    teacher_hidden_size: int = Field(default=192, description="embedded teacher: hidden size (base: 128)")
+    teacher_layers: int = Field(default=4, description="embedded teacher: transformer layers (base: 4)")
     teacher_heads: int = Field(default=4, description="embedded teacher: attention heads")
-    teacher_intermediate_size: int = Field(default=1024, description="embedded teacher: MLP width (base: 512)")
+    teacher_intermediate_size: int = Field(default=768, description="embedded teacher: MLP width (base: 512)")
     teacher_pretrain_steps: int = Field(
         default=0, description="embedded teacher: pretraining steps; 0 = the experiment's pretrain_steps"
     )
-    teacher_learning_rate: float = Field(default=3e-3, description="embedded teacher: peak pretraining lr")
+    teacher_learning_rate: float = Field(
+        default=1e-3, description="embedded teacher: peak pretraining lr (chosen on validation; the base's is 3e-3)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "DistillResource":

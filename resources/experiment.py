@@ -50,6 +50,18 @@ class ExperimentResource(dg.ConfigurableResource):
         description="seed of the data: problem splits and subsets, the embedded base model's pretraining; "
         "None = seed. Seeds over the method with fixed data and base (restem experiment paper) set it",
     )
+    base_data_seed: int | None = Field(
+        default=None,
+        description="the data seed the shared base model was built with (and earlier runs on it drew their "
+        "problems with); None = this run's own. When it differs from this run's data seed, the embedded sets' "
+        "draws skip every problem of that seed's splits and of the pretraining pool a base built with it trains "
+        "on (restem experiment paper: later seeds reuse the first seed's base while drawing their own problems)",
+    )
+    test_ids_file: str = Field(
+        default="",
+        description="a held-out slice: a file of problem ids (experiments/paper/holdout_*.txt, its header naming "
+        "the set and split) that replaces that set's test split; '' = the whole split",
+    )
     verify_timeout_s: float = 5.0
     verify_workers: int = 1
     arith_train: int = 600
@@ -58,7 +70,7 @@ class ExperimentResource(dg.ConfigurableResource):
     max_train_problems: int = Field(default=0, description="0 = all; else a seeded subset (large sets on CPU)")
     max_eval_problems: int = Field(default=0, description="0 = all; else a seeded subset per eval split")
     # the SFT baseline's lr and epochs: chosen on VALIDATION pass@1 over lr {1e-5..2e-3} x epochs {1, 3, 10}
-    # for the embedded model (scripts/tune_sft.py, README "SFT on human solutions"); test never looked at
+    # for the embedded model (studies/tune_sft.py, README "SFT on human solutions"); test never looked at
     sft_epochs: float = Field(default=1.0, description="epochs of the SFT baseline on the human solutions")
     sft_learning_rate: float = Field(
         default=1e-5, description="peak learning rate of the SFT baseline; 0 = the trainer's learning_rate"
@@ -151,6 +163,13 @@ class ExperimentResource(dg.ConfigurableResource):
     def problems_seed(self) -> int:
         """The seed of the problem splits, subsets and the embedded base model: ``data_seed``, else ``seed``."""
         return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def excluded_data_seed(self) -> int | None:
+        """The data seed whose problems this run's draws skip (``base_data_seed`` when it is not this run's)."""
+        if self.base_data_seed is None or self.base_data_seed == self.problems_seed:
+            return None
+        return self.base_data_seed
 
     @property
     def uses_embedded_model(self) -> bool:

@@ -37,6 +37,11 @@ class SamplerResource(dg.ConfigurableResource):
     memory_budget_mb: float = Field(
         default=0.0, description="restem: MB for KV cache + activations; 0 = half of the memory available"
     )
+    threads: int = Field(
+        default=0,
+        description="restem on CPU: torch threads while decoding; 0 = picked by timing (fastest on a shared "
+        "machine), N = fixed (with a fixed memory_budget_mb, the same completions on every run: restem demo)",
+    )
     tensor_parallel_size: int = Field(default=1, description="vLLM: GPUs to shard the model over")
     gpu_memory_utilization: float = Field(default=0.85, description="vLLM: fraction of GPU memory it may take")
     max_model_len: int = Field(default=0, description="vLLM: context length; 0 = the model's own")
@@ -55,11 +60,11 @@ class SamplerResource(dg.ConfigurableResource):
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {v}")
         return v
 
-    @field_validator("max_model_len")
+    @field_validator("max_model_len", "threads")
     @classmethod
-    def _non_negative(cls, v: int) -> int:
+    def _non_negative(cls, v: int, info) -> int:
         if v < 0:
-            raise ValueError(f"max_model_len must be >= 0 (0 = the model's own), got {v}")
+            raise ValueError(f"{info.field_name} must be >= 0 (0 = the default), got {v}")
         return v
 
     @field_validator("memory_budget_mb")
@@ -88,6 +93,7 @@ class SamplerResource(dg.ConfigurableResource):
             stop=stop,
             memory_budget_mb=self.memory_budget_mb or None,
             vllm=vllm,
+            threads=self.threads or None,
         )
 
 
@@ -180,9 +186,7 @@ class TrainerResource(dg.ConfigurableResource):
         default=0, description="save a resumable train state every N optimizer steps (0: never); a re-run resumes"
     )
 
-    @field_validator(
-        "batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "lora_rank", "processes"
-    )
+    @field_validator("batch_size", "grad_accum_steps", "max_tokens_per_micro_batch", "lora_rank", "processes")
     @classmethod
     def _trainer_positive(cls, v: int, info) -> int:
         if v < 1:

@@ -25,6 +25,7 @@ from restem_pipeline.data.prompts import TEXT_PROMPTS, Prompter, template_for
 from restem_pipeline.data.schema import Problem
 from restem_pipeline.generation.modeling import (
     TinyLlamaSpec,
+    context_length,
     count_parameters,
     load_model,
     load_tokenizer,
@@ -324,11 +325,12 @@ def fine_tune(
     prompts, targets = training_pairs(problems, train_rows, "completion", prompter)
     # a chat prompt opens with the template's own tokens; only a text prompt gets the tokenizer's BOS
     add_bos = prompter.style == "text"
-    examples = tokenize_pairs(tokenizer, prompts, targets, cfg.max_length, add_bos)
+    limit = cfg.max_length or context_length(init_from) or 0  # 0: the model's context
+    examples = tokenize_pairs(tokenizer, prompts, targets, limit, add_bos)
     validation = None
     if len(val_rows):
         v_prompts, v_targets = training_pairs(problems, val_rows, "completion", prompter)
-        validation = tokenize_pairs(tokenizer, v_prompts, v_targets, cfg.max_length, add_bos)
+        validation = tokenize_pairs(tokenizer, v_prompts, v_targets, limit, add_bos)
     stats = train_causal_lm(model, tokenizer, examples, cfg, progress, validation, on_validation)
     save_checkpoint(model, tokenizer, out_dir)
     return stats

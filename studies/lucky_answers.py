@@ -14,7 +14,7 @@ stored), what the model learned from them (the evaluation reports say that).
 Prints one table per root and, as its last line, one JSON object:
 ``{"roots": {root: {level: {"samples": s, "correct": n, "right_steps": m}}}, ...}``.
 
-    python scripts/lucky_answers.py data/paper/embedded/seed_0 --experiment restem --stage iter_1
+    python studies/lucky_answers.py data/paper/embedded/seed_0 --experiment restem --stage iter_1
 """
 
 from __future__ import annotations

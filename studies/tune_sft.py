@@ -29,8 +29,8 @@ table's "train s" of a reused run is the time it took when it was trained). Only
 default checkpoints are kept (``--keep-checkpoints`` keeps all).
 Progress goes to stderr, one line per run; stdout gets a table and, as its last line, one JSON object.
 
-    nice -n 10 python scripts/tune_sft.py --work /tmp/restem_sft_tune
-    python scripts/tune_sft.py --quick   # a tiny grid, for a smoke run
+    nice -n 10 python studies/tune_sft.py --work /tmp/restem_sft_tune
+    python studies/tune_sft.py --quick   # a tiny grid, for a smoke run
 """
 
 from __future__ import annotations

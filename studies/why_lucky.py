@@ -16,7 +16,7 @@ reported for both, as measured.
 Prints a table and, as its last line, one JSON object with per-seed numbers and the paired difference
 (right_steps - answer) as mean ± standard error over the seeds.
 
-    python scripts/why_lucky.py data/paper/embedded --seeds 0 1 2
+    python studies/why_lucky.py data/paper/embedded --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.common import load_problems, run_prompter  # noqa: E402
-from assets.paper import EMBEDDED_PAPER  # noqa: E402
+from assets.paper_run import EMBEDDED_PAPER  # noqa: E402
 from assets.reports import stored_report  # noqa: E402
 from resources import ExperimentResource, SamplerResource, StorageResource, TrainerResource  # noqa: E402
 from restem_pipeline.data.arith import right_steps  # noqa: E402

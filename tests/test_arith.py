@@ -99,7 +99,7 @@ def test_right_steps_tells_a_lucky_answer_from_the_worked_one():
 
 
 def test_lucky_answers_script_counts_per_level(tmp_path):
-    """scripts/lucky_answers.py on a hand-made root: of two correct level-2 samples one has the right steps."""
+    """studies/lucky_answers.py on a hand-made root: of two correct level-2 samples one has the right steps."""
     import importlib.util
     from pathlib import Path
 
@@ -107,7 +107,7 @@ def test_lucky_answers_script_counts_per_level(tmp_path):
 
     from restem_pipeline.storage.tables import DataRoot
 
-    spec = importlib.util.spec_from_file_location("lucky", Path(__file__).parents[1] / "scripts" / "lucky_answers.py")
+    spec = importlib.util.spec_from_file_location("lucky", Path(__file__).parents[1] / "studies" / "lucky_answers.py")
     lucky = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lucky)
     text = "Ada has 6 coins. She buys 3 more. She keeps one of 3 equal shares. How many coins does Ada have now?"
@@ -125,3 +125,18 @@ def test_lucky_answers_script_counts_per_level(tmp_path):
     root.of("restem").write_table(samples, "verified_samples", "arith", "iter_1")
     table = lucky.lucky_table(tmp_path, "arith", "restem", "iter_1")
     assert table.to_dicts() == [{"level": 2, "samples": 3, "correct": 2, "right_steps": 1, "lucky_share": 0.5}]
+
+
+def test_an_excluded_text_is_never_drawn_and_levels_stay_uniform():
+    """``exclude`` skips a text like a repeat: the same counts per level, the draw deterministic, and
+    without ``exclude`` the draw this seed always made."""
+    plain = arith.embedded_problem_set(seed=5, n_train=10, n_validation=5, n_test=5)
+    assert arith.embedded_problem_set(seed=5, n_train=10, n_validation=5, n_test=5, exclude=set()) == plain
+    gone = {p.prompt for p in plain if p.split == "test"}  # the 5 test problems, one per level
+    again = arith.embedded_problem_set(seed=5, n_train=10, n_validation=5, n_test=5, exclude=gone)
+    assert not {p.prompt for p in again} & gone
+    for split, n in (("train", 2), ("validation", 1), ("test", 1)):  # 10 / 5 / 5 over 5 levels
+        assert sorted(p.level for p in again if p.split == split) == sorted([1, 2, 3, 4, 5] * n)
+    # train and validation come first from the same stream: unchanged until a skip
+    assert [p.prompt for p in again if p.split != "test"] == [p.prompt for p in plain if p.split != "test"]
+    assert again == arith.embedded_problem_set(seed=5, n_train=10, n_validation=5, n_test=5, exclude=gone)

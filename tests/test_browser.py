@@ -4,7 +4,9 @@ Headless Chromium (the Debian package, ``/usr/bin/chromium``; ``make browser`` i
 Playwright's Python client against the real webserver serving ``tests/tiny_workspace.yaml``. The
 upstream assets (``problem_set``, ``base_model``) are materialized beforehand in the same instance, so
 the UI launches only the five assets of group ``restem_iter_1`` for partition ``tiny``; the test then
-watches the run page until it shows success. Screenshots go to ``test-artifacts/browser/``.
+watches the run page until it shows success. Screenshots go to ``test-artifacts/browser/``. The base
+model is ``memorized_base`` (tests/conftest.py), so the run finds correct samples by construction and
+cannot stop at the blocking ``training_set_not_empty`` by chance.
 
 The temporary instance launches runs at once (``DefaultRunCoordinator``), since no daemon runs here;
 ``make dev`` (``dagster dev``) queues them and its daemon dequeues them. Not covered: the daemon,
@@ -67,7 +69,7 @@ def _log_tail(log: Path) -> str:
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch, tiny_base, tiny_problems):
+def served(tmp_path, monkeypatch, memorized_base, tiny_problems):
     """A data root with ``problem_sets/tiny.jsonl``, an instance where partition ``tiny`` exists and its
     upstream assets are materialized, and the webserver on that instance: ``(port, home, root, log)``."""
     from tiny_defs import tiny_resources
@@ -81,7 +83,7 @@ def served(tmp_path, monkeypatch, tiny_base, tiny_problems):
     with open(root / "problem_sets" / "tiny.jsonl", "w") as f:
         for p in tiny_problems:
             f.write(json.dumps(p.to_row()) + "\n")
-    env = {"DAGSTER_HOME": str(home), "RESTEM_DATA_ROOT": str(root), "RESTEM_TINY_BASE": str(tiny_base)}
+    env = {"DAGSTER_HOME": str(home), "RESTEM_DATA_ROOT": str(root), "RESTEM_TINY_BASE": str(memorized_base)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
 

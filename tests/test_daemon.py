@@ -6,7 +6,8 @@ then a valid one, into ``<data root>/problem_sets/`` and only watches the instan
 reported on a sensor tick and never becomes a partition; the valid one becomes a partition whose
 iteration-1 run succeeds and writes its data; then the early-stopping sensor records its decision on
 ``iter_1/eval_report`` (``RESTEM_MIN_IMPROVEMENT=1.0``: nothing can improve by more, so it stops and
-launches nothing).
+launches nothing). The base model is ``memorized_base`` (tests/conftest.py): iteration 1 finds correct samples
+by construction, so the run cannot stop at the blocking ``training_set_not_empty`` by chance.
 """
 
 import json
@@ -78,7 +79,7 @@ def _decision(instance: dg.DagsterInstance, partition: str) -> dict | None:
     return {k: v.value for k, v in recs[0].asset_observation.metadata.items()} if recs else None
 
 
-def test_dropped_file_becomes_a_partition_and_a_successful_run(tmp_path, tiny_base, tiny_problems):
+def test_dropped_file_becomes_a_partition_and_a_successful_run(tmp_path, memorized_base, tiny_problems):
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
@@ -87,7 +88,7 @@ def test_dropped_file_becomes_a_partition_and_a_successful_run(tmp_path, tiny_ba
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "RESTEM_TINY_BASE": str(tiny_base),
+        "RESTEM_TINY_BASE": str(memorized_base),
         "RESTEM_DATA_ROOT": str(data),
         "RESTEM_MIN_IMPROVEMENT": "1.0",
     }

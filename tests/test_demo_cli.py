@@ -10,9 +10,14 @@ from resources import ExperimentResource, TrainerResource
 def test_set_parses_json_values_and_targets():
     got = parse_settings(["max_train_problems=200", "trainer.epochs=1.5", "prompt_style=chat", "few_shot=false"])
     assert got == [("max_train_problems", 200), ("trainer.epochs", 1.5), ("prompt_style", "chat"), ("few_shot", False)]
-    for bad in ("max_train_problems", "=3", "sampler.batch_size=4"):
+    for bad in ("max_train_problems", "=3", "storage.data_root=x"):
         with pytest.raises(SystemExit, match="KEY=VALUE"):
             parse_settings([bad])
+    sampler = {"threads": 2}
+    apply_settings(["sampler.threads=0", "sampler.memory_budget_mb=512"], {}, {}, {}, sampler)
+    assert sampler == {"threads": 0, "memory_budget_mb": 512}
+    with pytest.raises(SystemExit, match="restem demo only"):  # restem experiment paper has no sampler settings
+        apply_settings(["sampler.threads=1"], {}, {}, {})
     args = build_parser().parse_args(["demo", "--set", "seed=3", "--set", "trainer.batch_size=8"])
     assert args.set == ["seed=3", "trainer.batch_size=8"]
 
@@ -67,3 +72,16 @@ def test_the_demo_console_shows_info_not_debug(capfd):
     assert any(e.event_type_value == "STEP_START" for e in stored)  # the events are all still stored
     assert dg.materialize([talker], run_config=console_run_config(False)).success
     assert "sampling: 3/3" not in capfd.readouterr().err  # no progress bar: only warnings
+
+
+def test_a_model_given_by_path_gets_the_settings_of_the_same_model_named(tmp_path):
+    from assets.cli import demo_model
+    from assets.demo import demo_settings
+
+    path = str(tmp_path / "my-model")
+    assert demo_model("embedded", [f"base_model={path}"]) == path
+    assert demo_model("embedded", ["base_model=embedded", "eval_k=2"]) == "embedded"
+    assert demo_model("smollm2-135m", [f"base_model={path}"]) == "smollm2-135m"  # --model wins, --set then applies
+    by_set, by_model = demo_settings(demo_model("embedded", [f"base_model={path}"]), True), demo_settings(path, True)
+    assert by_set == by_model and by_set["experiment"]["base_model"] == path
+    assert "max_length" not in by_set["trainer"]  # the trainer's default: the model's context

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from assets.paper import upsert_section
+from assets.paper_run import upsert_section
 from resources import ExperimentResource
 from restem_pipeline.data import arith
 from restem_pipeline.data.problems import load_builtin
@@ -12,18 +12,49 @@ from restem_pipeline.evaluation import paper
 
 
 @pytest.mark.parametrize(
+    ("p", "df", "table"),
+    # Student's t, two-sided 95% (p = 0.975) and 90% (p = 0.95), from a printed t table
+    [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 3, 3.182), (0.975, 4, 2.776), (0.975, 9, 2.262),
+     (0.975, 30, 2.042), (0.95, 1, 6.314), (0.95, 2, 2.920), (0.95, 10, 1.812)],
+)  # fmt: skip
+def test_t_quantile_matches_the_t_table(p, df, table):
+    assert paper.t_quantile(p, df) == pytest.approx(table, abs=5e-4)
+
+
+def test_t_quantile_refuses_what_it_cannot_answer():
+    with pytest.raises(ValueError, match="df >= 1"):
+        paper.t_quantile(0.975, 0)
+    with pytest.raises(ValueError, match="0.5 < p < 1"):
+        paper.t_quantile(0.4, 3)
+
+
+@pytest.mark.parametrize(
     ("diffs", "expected"),
     [
-        ([0.02, 0.03, 0.04], "reproduced"),  # m .03, se .01/sqrt3 = .0058: m - 2se = .018 > 0
-        ([-0.01, 0.02, 0.05], "inconclusive"),  # m .02, se .03/sqrt3 = .0173: -.015 < 0 < .055
-        ([-0.03, -0.02, -0.04], "not reproduced"),
+        # n = 3, t(0.975, 2) = 4.303. m .03, sd .01, se .00577: half-width .0248, [.0052, .0548] > 0
+        ([0.02, 0.03, 0.04], "reproduced"),
+        # n = 3: m .03, sd .02, se .01155, half-width .0497: [-.0197, .0797]. (The old z-rule m - 2 se = .0069
+        # > 0 called this reproduced.)
+        ([0.01, 0.03, 0.05], "inconclusive"),
+        ([-0.01, 0.02, 0.05], "inconclusive"),  # m .02, se .0173, half-width .0745
+        ([-0.03, -0.02, -0.04], "not reproduced"),  # [-.0548, -.0052] <= 0
+        # n = 2, t(0.975, 1) = 12.706. m .11, sd .01414, se .01: half-width .127, [-.017, .237]. (z-rule: .09 > 0)
+        ([0.10, 0.12], "inconclusive"),
+        ([0.100, 0.101], "reproduced"),  # m .1005, se .0005, half-width .00635: [.0941, .1069]
         ([0.0, 0.0], "not reproduced"),  # exactly no gain, no noise: the claimed gain is not there
         ([0.05], "inconclusive"),  # one seed says nothing about seed noise
-        ([0.10, 0.01], "inconclusive"),  # m .055, se .045: .055 - .09 < 0
+        # n = 4, t(0.975, 3) = 3.182. m .025, sd .01291, se .006455: half-width .02054, [.0045, .0455]
+        ([0.01, 0.02, 0.03, 0.04], "reproduced"),
     ],
 )
 def test_verdict_rule(diffs, expected):
     assert paper.verdict(diffs) == expected
+
+
+def test_interval_by_hand():
+    low, high = paper.interval([0.02, 0.03, 0.04])  # .03 -+ 4.303 * .01 / sqrt(3)
+    assert (low, high) == pytest.approx((0.03 - 0.024843, 0.03 + 0.024843), abs=1e-5)
+    assert paper.interval([0.5]) is None
 
 
 def _report(test, val, train, k=4, levels=None, test_k=None, maj=None):
@@ -109,7 +140,7 @@ def test_paper_report_table_and_findings_from_hand_made_records():
     assert rows[paper.BEST]["test/pass@1"]["values"] == pytest.approx([0.58, 0.59])
     f = {x["key"]: x for x in report["findings"]}
     assert f["restem_vs_base"]["diffs"] == pytest.approx([0.08, 0.09])
-    assert f["restem_vs_base"]["verdict"] == "reproduced"  # m .085, se .005
+    assert f["restem_vs_base"]["verdict"] == "reproduced"  # m .085, se .005, half-width 12.706 * .005 = .0635
     assert f["restem_vs_sft"]["diffs"] == pytest.approx([0.06, 0.09])
     assert f["iterations_vs_3x"]["diffs"] == pytest.approx([0.57 - 0.54, 0.58 - 0.56])  # last iteration vs 3x
     # train rises by 0.1 per iteration on top of test: (train gain) - (test gain) = 0.2 in both seeds
@@ -124,7 +155,8 @@ def test_paper_report_table_and_findings_from_hand_made_records():
     assert sum(report["counts"].values()) == len(paper.FINDINGS)
     md = paper.report_markdown(report, "t")
     assert "| sft | 2 | 51.0 ± 1.4 |" in md
-    assert "+8.5 ± 0.5" in md  # restem_vs_base, in points
+    assert "| +8.5 | [+2.1, +14.9] |" in md  # restem_vs_base, in points: .085 -+ .0635
+    assert "t(0.975, 1) = 12.71" in md
     fig = paper.paper_figure(report)
     assert len(fig.axes) == 4
 
@@ -204,12 +236,14 @@ def test_definitions_have_the_paper_job_over_every_comparison_experiment():
 
 @pytest.mark.slow
 def test_quick_paper_run_two_seeds_one_base_then_reused(tmp_path):
-    """``restem experiment paper --quick``: two seeds through Dagster, one fixed base, every finding judged."""
+    """``restem experiment paper --quick``: two seeds through Dagster, one shared base, each seed its own problems
+    (around the base's pool and seed 0's splits), every finding judged, the report labelled exploratory."""
     import json
     import os
     import subprocess
     import sys
 
+    from assets.paper_run import paper_settings
     from restem_pipeline.storage.tables import DataRoot
 
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
@@ -227,20 +261,25 @@ def test_quick_paper_run_two_seeds_one_base_then_reused(tmp_path):
     assert set(last["findings"]) == {f.key for f in paper.FINDINGS}
 
     roots = [DataRoot(tmp_path / "paper" / "embedded_quick" / f"seed_{s}") for s in (0, 1)]
-    # one pretrained base: seed 1 takes seed 0's (nothing built under seed 1), the same problems
+    # one pretrained base: seed 1 takes seed 0's (nothing built under seed 1) ...
     assert (roots[0].model_dir("arith", "base") / "config.json").exists()
     assert not roots[1].model_dir("arith", "base").exists()
-    problems = [r.read_table("problems", "arith", "ingest").sort("id") for r in roots]
-    assert problems[0].select("id", "prompt").equals(problems[1].select("id", "prompt"))
-    # ... while the method's randomness differs: the E-step samples of seed 0 and seed 1
+    # ... while each seed draws its own problems: seed 1's, none of seed 0's nor of the base's pretraining pool
+    prompts = [set(r.read_table("problems", "arith", "ingest")["prompt"]) for r in roots]
+    quick = ExperimentResource(**paper_settings("embedded", True)["experiment"])
+    pool = arith.pretraining_pool(0, quick.base_model_config().pool_per_level, prompts[0])
+    assert len(prompts[1]) == len(prompts[0]) == 64 + 20 + 30 and not prompts[1] & prompts[0]
+    assert not prompts[1] & {text for text, _ in pool}
+    # ... and the method's randomness differs: the E-step samples of seed 0 and seed 1
     samples = [
         r.of("restem").read_table("raw_samples", "arith", "iter_1").sort("problem_id", "sample_index") for r in roots
     ]
     assert not samples[0]["completion"].equals(samples[1]["completion"])
     records = [json.loads(r.report_path("arith", "paper_seed", ".json").read_text()) for r in roots]
+    assert [(rec["data_seed"], rec["base_data_seed"]) for rec in records] == [(0, None), (1, 0)]
     base = [rec["models"]["base"] for rec in records]
-    assert base[0]["test/pass@1"] == base[1]["test/pass@1"]  # greedy, same model, same problems
     assert "transfer/test/pass@1" in base[0] and "transfer/test/pass@1" in records[0]["models"]["rest/iter_2"]
+    assert last["label"] == "exploratory" and last["settings"] is None
 
     out = json.loads((tmp_path / "out.json").read_text())
     rows = {row["model"]: row for row in out["report"]["table"]}
@@ -249,6 +288,7 @@ def test_quick_paper_run_two_seeds_one_base_then_reused(tmp_path):
     assert rows["sft"]["test/pass@1"]["sd"] == pytest.approx(statistics.stdev(sft))
     section = results.read_text()
     assert "<!-- paper:embedded_quick:arith -->" in section and "| finding (paper) |" in section
+    assert "### arith: the paper's findings, embedded_quick (exploratory)" in section
 
     # the Dagster instance holds the report's materialization (the UI shows it)
     import dagster as dg
@@ -282,7 +322,7 @@ def test_a_transfer_set_needs_no_partition_of_its_own(tmp_path):
 
 def test_report_only_runs_nothing_and_says_when_no_seed_is_complete(tmp_path):
     from assets.demo import chosen_experiments
-    from assets.paper import run_paper
+    from assets.paper_run import run_paper
 
     exps = chosen_experiments(["restem"])
     with pytest.raises(SystemExit, match="no seed of \\[0, 1\\] has every report stored"):
@@ -303,7 +343,7 @@ def test_a_variant_name_must_be_a_plain_folder_name(tmp_path, name):
 def test_a_later_seed_refuses_clearly_when_the_first_seeds_base_was_a_given_model(tmp_path):
     """Seed 0 run with --set base_model=PATH has no base of its own; a later call without that flag must
     say so and name the model seed 0 used, not fail inside transformers on a missing folder."""
-    from assets.paper import _first_base_exists
+    from assets.paper_run import _first_base_exists
     from restem_pipeline.storage.tables import DataRoot
 
     first = DataRoot(tmp_path / "seed_0")
@@ -317,3 +357,15 @@ def test_a_later_seed_refuses_clearly_when_the_first_seeds_base_was_a_given_mode
     _first_base_exists(first, "arith", 0, {"base_model": str(tmp_path / "elsewhere")})
     first.model_dir("arith", "base").mkdir(parents=True)
     _first_base_exists(first, "arith", 0, {"base_model": missing})
+
+
+def test_the_report_says_what_one_test_problem_is_worth():
+    recs = [
+        paper.seed_record(s, 4, {"base": {"test/pass@1": b}, "sft": {"test/pass@1": b}}, {}, test_problems=400)
+        for s, b in ((0, 0.5), (1, 0.6), (2, 0.55))
+    ]
+    report = paper.paper_report(recs)
+    assert report["test_problems"] == [400]
+    md = paper.report_markdown(report, "t")
+    assert "one test problem is 0.25 points (400 test problems a seed)" in md  # 100 / 400
+    assert "t(0.975, 2) = 4.30" in md

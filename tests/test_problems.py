@@ -86,3 +86,17 @@ def test_unknown_format_is_named(tmp_path):
     path.write_text('{"foo": 1}\n')
     with pytest.raises(ProblemFormatError, match="unrecognized fields"):
         L.load_jsonl_auto(path)
+
+
+def test_only_the_embedded_sets_draw_around_excluded_texts():
+    """A real data set is a fixed file: ``exclude`` is refused (its held-out slice is an id list), before
+    any file is read; the embedded sets pass it on (tests/test_arith.py checks the draw)."""
+    with pytest.raises(ValueError, match="'gsm8k': only the embedded sets"):
+        L.load_builtin("gsm8k", exclude={"a problem"})
+    plain = L.load_builtin("arith", seed=2, arith_sizes=(5, 5, 5)).problems
+    first_test = next(p.prompt for p in plain if p.split == "test")
+    again = L.load_builtin("arith", seed=2, arith_sizes=(5, 5, 5), exclude={first_test}).problems
+    assert first_test not in {p.prompt for p in again} and len(again) == 15
+    ood = L.load_builtin("arith_ood", seed=2, arith_sizes=(5, 8, 8)).problems  # 5 / 2 / 4: min(5, 20), 8 // 4, 8 // 2
+    excluded = L.load_builtin("arith_ood", seed=2, arith_sizes=(5, 8, 8), exclude={ood[0].prompt}).problems
+    assert ood[0].prompt not in {p.prompt for p in excluded} and len(excluded) == len(ood) == 11

@@ -1,6 +1,6 @@
 """``restem experiment paper --model smollm2-135m --quick``: the real model through the whole graph, two seeds.
 
-Runs the same code path as the CLI (``assets.paper.run_paper`` with ``paper_settings``, which runs
+Runs the same code path as the CLI (``assets.paper_run.run_paper`` with ``paper_settings``, which runs
 ``assets.demo.run_demo`` per seed) on a fresh data root, so the base_model asset converts the packaged
 GGUF file itself, then the paper report over both seeds. Marked slow (about 10 minutes on 2 idle cores);
 CI runs it: the machinery of the real-model part of the paper reproduction.
@@ -15,7 +15,7 @@ import pytest
 from conftest import smollm2_installed
 
 from assets.demo import chosen_experiments
-from assets.paper import paper_settings, run_paper, with_iterations
+from assets.paper_run import paper_settings, run_paper, with_iterations
 from restem_pipeline.generation import named_models
 from restem_pipeline.storage.tables import DataRoot
 
@@ -63,3 +63,26 @@ def test_quick_paper_run_on_the_real_model(tmp_path, monkeypatch):
     for t in (1, 2):
         kept = root.of("restem").read_table("training_set", "arith", f"iter_{t}")
         assert len(kept) > 0 and set(kept["reward"]) == {1.0}
+
+
+def test_quick_demo_with_the_model_given_by_path(tmp_path, monkeypatch, smollm2):
+    """``restem demo --quick --set base_model=PATH``: a plain local checkpoint, not the named shortcut.
+
+    Before lengths followed the model, this failed in the SFT baseline ("none of the 40 examples has a
+    completion token left after truncation"): the trainer cut at the toy's 320 tokens.
+    """
+    import json
+
+    from assets.cli import main
+
+    path, _ = smollm2
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    record = tmp_path / "demo.json"
+    argv = ["demo", "--quick", "--set", f"base_model={path}", "--data-root", str(tmp_path / "data")]
+    assert main([*argv, "--json", str(record)]) == 0
+    rec = json.loads(record.read_text())
+    assert rec["settings"]["experiment"]["base_model"] == str(path)
+    assert rec["settings"]["trainer"]["max_length"] == 0  # the model's context, not the toy's 320
+    assert {"base", "sft", "restem/iter_1", "restem/iter_2"} <= set(rec["stages"])
+    assert rec["settings"] == json.loads(json.dumps(rec["settings"]))  # plain JSON

@@ -13,7 +13,8 @@ GSM8K. Each problem has two kinds of worked solution:
 Levels skew easy in the pretraining pool and are uniform in the train/validation/test splits.
 ``parse_problem`` reads a problem's steps back from its words and ``right_steps`` tells a sample that
 works them from one that reaches the right answer by a wrong chain (a diagnostic, never the reward).
-Splits and the pool never share a problem text. Nothing here tokenizes or trains.
+Splits and the pool never share a problem text; ``exclude`` keeps given texts (another data seed's
+pool and splits) out of a draw. Nothing here tokenizes or trains.
 """
 
 from __future__ import annotations
@@ -224,15 +225,23 @@ def right_steps(problem_text: str, completion: str) -> bool:
 
 
 def embedded_problem_set(
-    seed: int = 0, n_train: int = 600, n_validation: int = 200, n_test: int = 400, name: str = "arith"
+    seed: int = 0,
+    n_train: int = 600,
+    n_validation: int = 200,
+    n_test: int = 400,
+    name: str = "arith",
+    exclude: set[str] | frozenset[str] | None = None,
 ) -> list[Problem]:
     """Train / validation / test problems, levels uniform, with human reference solutions.
 
     ``name="arith_ood"``: the held-out transfer set (``OOD_NAMES``, ``OOD_ITEMS``, starts up to 30).
+    ``exclude``: problem texts never drawn (skipped like a repeat, so the counts per level stay): what
+    another data seed's base model trained on and its runs scored (``assets/ingest.py``). Without it the
+    draw is the one this seed always made.
     """
     held_out = name == "arith_ood"
     rng = random.Random(f"{name}-splits-{seed}" if held_out else f"arith-splits-{seed}")
-    seen: set[str] = set()
+    seen: set[str] = set(exclude or ())
     problems: list[Problem] = []
     for split, n in (("train", n_train), ("validation", n_validation), ("test", n_test)):
         per_level = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]

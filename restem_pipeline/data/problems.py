@@ -21,8 +21,8 @@ from pathlib import Path
 
 from restem_pipeline.data import arith
 from restem_pipeline.data.jsonl import iter_jsonl
-from restem_pipeline.rewards.mathverify import InvalidGoldError, parse_gold
 from restem_pipeline.data.schema import Problem, ProblemFormatError
+from restem_pipeline.rewards.mathverify import InvalidGoldError, parse_gold
 
 MATH_SETS = ("arith", "arith_ood", "math", "math500", "gsm8k")
 CODE_SETS = ("code", "humaneval", "humanevalplus", "mbpp", "mbppplus", "apps")
@@ -175,14 +175,27 @@ def with_validation_split(problems: list[Problem], fraction: float, seed: int) -
     return [Problem(**{**p.to_row(), "split": "validation"}) if p.id in chosen else p for p in problems]
 
 
-def load_builtin(name: str, seed: int = 0, arith_sizes: tuple[int, int, int] = (600, 200, 400)) -> LoadReport:
-    """A problem set by name: ``arith``, ``arith_ood`` (embedded; the second a transfer set), ``math``, ``math500``, ``gsm8k`` (external data)."""
+def load_builtin(
+    name: str,
+    seed: int = 0,
+    arith_sizes: tuple[int, int, int] = (600, 200, 400),
+    exclude: set[str] | frozenset[str] | None = None,
+) -> LoadReport:
+    """A problem set by name: ``arith``, ``arith_ood`` (embedded; the second a transfer set), ``math``,
+    ``math500``, ``gsm8k`` (external data).
+
+    ``exclude``: problem texts the embedded sets never draw (``arith.embedded_problem_set``); a real data
+    set is a fixed file, so it takes none (a held-out slice of one is a list of ids: ``data/holdout.py``).
+    """
+    if exclude and name not in ("arith", "arith_ood"):
+        raise ValueError(f"problem set {name!r}: only the embedded sets (arith, arith_ood) draw around exclude")
     if name == "arith":
         n_train, n_val, n_test = arith_sizes
-        return LoadReport(arith.embedded_problem_set(seed, n_train, n_val, n_test), source_files=["<embedded>"])
+        problems = arith.embedded_problem_set(seed, n_train, n_val, n_test, exclude=exclude)
+        return LoadReport(problems, source_files=["<embedded>"])
     if name == "arith_ood":  # the held-out transfer set: evaluation splits a quarter and half of arith's (50 / 200)
         n_train, n_val, n_test = arith_sizes
-        problems = arith.embedded_problem_set(seed, min(n_train, 20), n_val // 4, n_test // 2, name)
+        problems = arith.embedded_problem_set(seed, min(n_train, 20), n_val // 4, n_test // 2, name, exclude)
         return LoadReport(problems, source_files=["<embedded>"])
     root = external_data_root()
     if name in CODE_SETS:

@@ -7,13 +7,19 @@ validation picks. ``paper_report(records)`` turns several records into
 
 - a table: per model and metric, mean ± sample sd over the seeds (and n);
 - a verdict per finding of the paper (``FINDINGS``): the paired difference of the two arms, per seed
-  (both arms of one seed share its problems, base model and evaluation seed). With mean m and standard
-  error se = sd / sqrt(n) over n >= 2 seeds: **reproduced** when m - 2 se > 0 (the paper's direction,
-  beyond seed noise), **not reproduced** when m + 2 se <= 0 (no gain, or the opposite, beyond noise),
-  else **inconclusive** (the difference is within seed noise); one seed is always inconclusive;
+  (both arms of one seed share its problems, base model and evaluation seed), and its 95% confidence
+  interval by Student's t with n - 1 degrees of freedom: m ± t(0.975, n-1) · sd / sqrt(n) over n >= 2
+  seeds. **reproduced** when the whole interval is above 0 (the paper's direction, beyond noise), **not
+  reproduced** when it is at or below 0 (no gain, or the opposite, beyond noise), else **inconclusive**;
+  one seed is always inconclusive. Why t and not a bootstrap: a seed is one independent replication of
+  the whole experiment (where each seed draws its own problems, the draw of the test set is part of it),
+  and a per-seed difference is a mean over hundreds of problems, close to normal; with n = 2 to 5 seeds a
+  bootstrap over seeds has at most 5^5 resamples and its percentile interval is too narrow, while t's
+  quantile (12.71 at n = 2, 4.30 at n = 3) is the honest price of so few replications;
 - the markdown of both, and a four-panel figure (``paper_figure``).
 
-Not covered: running the experiments or reading storage (``assets/paper.py``, ``restem experiment paper``).
+Not covered: running the experiments or reading storage (``assets/paper.py``; ``restem experiment paper``:
+``assets/paper_run.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mpmath
 from matplotlib.figure import Figure
 
 from restem_pipeline.evaluation.plots import level_accuracy, level_order, panels_figure
@@ -68,9 +75,12 @@ def model_metrics(report: dict, transfer: dict | None = None) -> dict[str, float
     return {key: v for key, value in raw.items() if (v := _num(value)) is not None}
 
 
-def seed_record(seed: int, k: int, models: dict[str, dict[str, float]], experiments: dict[str, dict]) -> dict:
+def seed_record(
+    seed: int, k: int, models: dict[str, dict[str, float]], experiments: dict[str, dict], test_problems: int = 0
+) -> dict:
     """A seed's record: ``models`` {label: metrics} with ``restem/best`` added (validation's pick among the
-    ReST-EM iterations, earliest on ties); ``experiments`` {name: {iterations, train_fraction, ...}}."""
+    ReST-EM iterations, earliest on ties); ``experiments`` {name: {iterations, train_fraction, ...}};
+    ``test_problems``: the scored test problems behind pass@1 (0: not known)."""
     iters = sorted(
         (int(label.rsplit("_", 1)[1]), label)
         for label, metrics in models.items()
@@ -80,7 +90,7 @@ def seed_record(seed: int, k: int, models: dict[str, dict[str, float]], experime
     if iters:
         t, label = max(iters, key=lambda tl: (models[tl[1]]["validation/pass@1"], -tl[0]))
         out[BEST] = {**models[label], "iteration": float(t)}
-    return {"seed": seed, "k": k, "models": out, "experiments": experiments}
+    return {"seed": seed, "k": k, "models": out, "experiments": experiments, "test_problems": test_problems}
 
 
 def _get(record: dict, model: str, metric: str) -> float:
@@ -173,14 +183,50 @@ FINDINGS: tuple[Finding, ...] = (
 )  # fmt: skip
 
 
+CONFIDENCE = 0.95
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (p in (0.5, 1)), by bisection on its CDF.
+
+    The CDF comes from mpmath's regularized incomplete beta function: for t >= 0,
+    P(T <= t) = 1 - I_x(df/2, 1/2) / 2 with x = df / (df + t^2).
+    """
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+
+    def cdf(t: float) -> float:
+        return 1 - float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True)) / 2
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, 2 * hi
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+        if hi - lo < 1e-12 * hi:
+            break
+    return (lo + hi) / 2
+
+
+def interval(diffs: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The two-sided t confidence interval of the mean of ``diffs`` (None for fewer than 2 values)."""
+    n = len(diffs)
+    if n < 2:
+        return None
+    m = statistics.fmean(diffs)
+    half = t_quantile((1 + confidence) / 2, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    return m - half, m + half
+
+
 def verdict(diffs: list[float]) -> str:
     """reproduced / not reproduced / inconclusive from per-seed paired differences (module docstring)."""
-    if len(diffs) < 2:
+    ci = interval(diffs)
+    if ci is None:
         return "inconclusive"
-    m, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
-    if m - 2 * se > 0:
+    if ci[0] > 0:
         return "reproduced"
-    if m + 2 * se <= 0:
+    if ci[1] <= 0:
         return "not reproduced"
     return "inconclusive"
 
@@ -235,15 +281,17 @@ def paper_report(records: list[dict]) -> dict:
                 missing = str(e)
         entry = {"key": f.key, "claim": f.claim, "measure": f.measure, "seeds": seeds, "diffs": diffs}
         if diffs:
-            entry |= {"mean": statistics.fmean(diffs), "verdict": verdict(diffs)}
+            entry |= {"mean": statistics.fmean(diffs), "verdict": verdict(diffs), "ci": interval(diffs)}
             entry["se"] = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
         else:
-            entry |= {"mean": None, "se": None, "verdict": f"not run ({missing})"}
+            entry |= {"mean": None, "se": None, "ci": None, "verdict": f"not run ({missing})"}
         findings.append(entry)
     counts = {v: sum(f["verdict"] == v for f in findings) for v in ("reproduced", "not reproduced", "inconclusive")}
     return {
         "seeds": [r["seed"] for r in records],
         "k": records[0]["k"],
+        "test_problems": sorted({n for r in records if (n := r.get("test_problems"))}),
+        "confidence": CONFIDENCE,
         "metrics": metrics,
         "table": table,
         "findings": findings,
@@ -282,27 +330,35 @@ def report_markdown(report: dict, title: str) -> str:
     for row in report["table"]:
         n = max((s["n"] for key, s in row.items() if key != "model"), default=0)
         lines.append(f"| {row['model']} | {n} | " + " | ".join(_pct(row.get(m)) for m in metrics) + " |")
+    level = round(100 * report.get("confidence", CONFIDENCE))
     lines += [
         "",
-        "| finding (paper) | measured here (paired, per seed) | mean ± se (points) | per seed | verdict |",
-        "|---|---|---:|---|---|",
+        f"| finding (paper) | measured here (paired, per seed) | mean (points) | {level}% interval | per seed "
+        "| verdict |",
+        "|---|---|---:|---|---|---|",
     ]
     for f in report["findings"]:
         if f["mean"] is None:
-            lines.append(f"| {f['claim']} | {f['measure']} | | | {f['verdict']} |")
+            lines.append(f"| {f['claim']} | {f['measure']} | | | | {f['verdict']} |")
             continue
-        se = "" if f["se"] is None else f" ± {100 * f['se']:.1f}"
+        ci = "" if not f.get("ci") else f"[{100 * f['ci'][0]:+.1f}, {100 * f['ci'][1]:+.1f}]"
         per_seed = ", ".join(f"{100 * d:+.1f}" for d in f["diffs"])
         lines.append(
-            f"| {f['claim']} | {f['measure']} | {100 * f['mean']:+.1f}{se} | {per_seed} | **{f['verdict']}** |"
+            f"| {f['claim']} | {f['measure']} | {100 * f['mean']:+.1f} | {ci} | {per_seed} | **{f['verdict']}** |"
         )
-    c = report["counts"]
+    c, n = report["counts"], len(report["seeds"])
+    sizes = report.get("test_problems") or []
+    point = ""
+    if sizes:
+        per = " or ".join(f"{100 / size:.2f}" for size in sizes)
+        point = f"; one test problem is {per} points ({'/'.join(map(str, sizes))} test problems a seed)"
+    t = f"t(0.975, {n - 1}) = {t_quantile(0.975, n - 1):.2f}" if n > 1 else "no interval with one seed"
     lines += [
         "",
         f"Reproduced {c['reproduced']}, not reproduced {c['not reproduced']}, inconclusive {c['inconclusive']} "
-        f"of {len(report['findings'])}. Rule: with the paired differences' mean m and standard error se over "
-        "the seeds, reproduced when m - 2 se > 0, not reproduced when m + 2 se <= 0, else inconclusive "
-        "(within seed noise); one seed is inconclusive.",
+        f"of {len(report['findings'])}. Rule: the {level}% confidence interval of the paired per-seed "
+        f"differences' mean by Student's t with n - 1 degrees of freedom (n = {n}: {t}); reproduced when it "
+        "lies above 0, not reproduced when it lies at or below 0, else inconclusive" + point + ".",
         "",
     ]
     return "\n".join(lines)
@@ -363,4 +419,7 @@ def paper_figure(report: dict) -> Figure:
     return fig
 
 
-__all__ = ["FINDINGS", "PAPER_EXPERIMENTS", "model_metrics", "paper_figure", "paper_report", "seed_record", "verdict"]
+__all__ = [
+    "FINDINGS", "PAPER_EXPERIMENTS", "interval", "model_metrics", "paper_figure", "paper_report", "seed_record",
+    "t_quantile", "verdict",
+]  # fmt: skip

@@ -101,6 +101,7 @@ def build_sampler(
     stop: tuple[str, ...] = (),
     memory_budget_mb: float | None = None,
     vllm: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Sampler:
     """A sampler for ``variant`` (a name in ``VARIANTS``) with ``dtype`` already resolved."""
     spec = VARIANTS[variant]
@@ -117,6 +118,7 @@ def build_sampler(
             batch_size=batch_size,
             stop=stop,
             memory_budget_mb=memory_budget_mb,
+            threads=threads,
             **opts,
         )
     if spec.backend == "static":
@@ -142,6 +144,7 @@ def sampler_for(
     stop: tuple[str, ...] = (),
     memory_budget_mb: float | None = None,
     vllm: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Sampler:
     """``backend`` (or ``auto``) resolved on ``device`` and built; ``auto`` falls back to ``FALLBACK``
     (with a warning) for a model restem's engine does not run."""
@@ -150,7 +153,7 @@ def sampler_for(
     run_dtype = resolve_dtype(variant, dtype, device, chosen_by_auto=chosen)
     common = {"device": device, "batch_size": batch_size, "stop": stop, "memory_budget_mb": memory_budget_mb}
     try:
-        return build_sampler(variant, model_path, dtype=run_dtype, vllm=vllm, **common)
+        return build_sampler(variant, model_path, dtype=run_dtype, vllm=vllm, threads=threads, **common)
     except UnsupportedModelError as err:
         if not chosen:
             raise
