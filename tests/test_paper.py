@@ -369,3 +369,26 @@ def test_the_report_says_what_one_test_problem_is_worth():
     md = paper.report_markdown(report, "t")
     assert "one test problem is 0.25 points (400 test problems a seed)" in md  # 100 / 400
     assert "t(0.975, 2) = 4.30" in md
+
+
+def test_studies_reread_verdicts_redoes_a_section_from_its_per_seed_differences(tmp_path):
+    """``studies/reread_verdicts.py`` on a hand-made section: +2.8, +3.7, +4.0 -> mean 3.5, sd 0.6245, se 0.3606,
+    t(0.975, 2 df) = 4.303 (t table): [1.95, 5.05], reproduced; +3.0, -1.0 (n = 2, t = 12.706): [-24.4, +26.4]."""
+    import json
+    import subprocess
+    import sys
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "<!-- paper:hand:arith -->\n| finding | measured | m | per seed | verdict |\n|---|---|---:|---|---|\n"
+        "| gain A | a - b | +3.5 ± 0.4 | +2.8, +3.7, +4.0 | **reproduced** |\n"
+        "| gain B | a - b | +1.0 ± 2.0 | +3.0, -1.0 | **inconclusive** |\n"
+        "| not run | a - b | | | not run (x) |\n<!-- /paper:hand:arith -->\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "studies/reread_verdicts.py", str(results)], capture_output=True, text=True, check=True
+    )
+    rows = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    assert [r["now"] for r in rows] == ["reproduced", "inconclusive"]
+    assert rows[0]["interval"] == pytest.approx([1.95, 5.05], abs=0.01)
+    assert rows[1]["interval"] == pytest.approx([-24.41, 26.41], abs=0.01)
