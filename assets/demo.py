@@ -221,8 +221,9 @@ def _pct(metrics: dict, key: str) -> str:
 def comparison_markdown(record: dict) -> str:
     """The demo's table (markdown) and its verdict line, from a ``restem demo`` record (``demo_record``).
 
-    One row per evaluated model; then the iteration validation picks, per experiment, against the base
-    and SFT on test pass@1, in points, with what one test problem is worth. The README's table and the
+    One row per evaluated model; then the iteration validation picks, per experiment, with its validation
+    pass@1 against the base's, and its test pass@1 against the base's and SFT's, in points, with what one
+    test problem is worth. The README's table and the
     docs' are this function's output for the committed record (``tests/test_docs.py``).
     """
     k, stages = record["k"], record["stages"]
@@ -245,7 +246,9 @@ def comparison_markdown(record: dict) -> str:
         ]
         n = int(stages["base"].get("test/scored_problems") or 0)
         worth = f" ({n} test problems: one is {100 / n:.2f} points)" if n else ""
-        lines += ["", f"Validation picks {label}: test pass@1 " + ", ".join(gains) + worth + "."]
+        val = best["validation/pass@1"] - (stages["base"].get("validation/pass@1") or 0.0)
+        picked = f"Validation picks {label} (validation pass@1 {100 * val:+.1f} points vs the base)"
+        lines += ["", f"{picked}: test pass@1 " + ", ".join(gains) + worth + "."]
     return "\n".join(lines)
 
 

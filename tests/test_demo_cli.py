@@ -85,3 +85,29 @@ def test_a_model_given_by_path_gets_the_settings_of_the_same_model_named(tmp_pat
     by_set, by_model = demo_settings(demo_model("embedded", [f"base_model={path}"]), True), demo_settings(path, True)
     assert by_set == by_model and by_set["experiment"]["base_model"] == path
     assert "max_length" not in by_set["trainer"]  # the trainer's default: the model's context
+
+
+def test_comparison_markdown_by_hand():
+    from assets.demo import comparison_markdown
+
+    def m(test, val):
+        return {"test/pass@1": test, "validation/pass@1": val, "test/scored_problems": 400}
+
+    record = {
+        "k": 8,
+        "experiments": {"restem": 2},
+        "stages": {
+            "base": m(0.438, 0.485),
+            "sft": m(0.442, 0.48),
+            "restem/iter_1": m(0.475, 0.445),
+            "restem/iter_2": m(0.472, 0.445),
+        },  # fmt: skip
+    }
+    lines = comparison_markdown(record).splitlines()
+    assert lines[0] == "| model | test pass@1 | test pass@8 | test maj@8 | val pass@1 | train pass@1 |"
+    assert lines[2].startswith("| base | 43.8% |") and lines[4].startswith("| restem/iter_1 | 47.5% |")
+    # a tie on validation goes to the earlier iteration; 0.475 - 0.438 = +3.7, 0.475 - 0.442 = +3.3, 100 / 400
+    assert lines[-1] == (
+        "Validation picks restem/iter_1 (validation pass@1 -4.0 points vs the base): test pass@1 +3.7 points "
+        "over the base, +3.3 points over SFT (400 test problems: one is 0.25 points)."
+    )
