@@ -86,3 +86,11 @@ def test_mkdocs_build_strict(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "site" / "demo" / "index.html").is_file()
+
+
+def test_the_one_thread_demo_record_equals_the_two_thread_one():
+    """docs/demo.md says so: the same base (pinned pretraining) and, at one thread, the same figures."""
+    two = json.loads(RECORD.read_text())
+    one = json.loads((REPO / "docs" / "records" / "demo_1thread.json").read_text())
+    assert (two["settings"]["sampler"]["threads"], one["settings"]["sampler"]["threads"]) == (2, 1)
+    assert one["stages"] == two["stages"]
