@@ -81,7 +81,7 @@ def run_paper(
             if overrides.get("base_model", "embedded") == "embedded":
                 settings["base_model"] = str(first.model_dir(problem_set, "base"))
                 settings["base_data_seed"] = seeds[0]
-            if teacher.get("teacher_model", "embedded") == "embedded":
+            if teacher.get("teacher_model", "embedded") == "embedded" and any(e.distills for e in exps):
                 teacher["teacher_model"] = str(first.of("distill").model_dir(problem_set, TEACHER_STAGE))
         data = data_of(ExperimentResource(**settings))
         if seed in complete:
@@ -193,7 +193,7 @@ def _check_base_draw(problem_set: str, settings: dict, teacher: dict) -> None:
     built_here = ((SHARED, "base"), ("distill", TEACHER_STAGE))  # models/<set>/<experiment>/<stage> of a data root
     for model in (exp.base_model, teacher.get("teacher_model", "embedded")):
         path = Path(model).resolve()
-        if path.parts[-4:-2] != ("models", problem_set) or path.parts[-2:] not in built_here:
+        if not path.exists() or path.parts[-4:-2] != ("models", problem_set) or path.parts[-2:] not in built_here:
             continue
         table = DataRoot(path.parents[3]).table_path("problems", problem_set, "ingest")
         if not table.exists():

@@ -104,6 +104,14 @@ def test_a_reused_base_must_have_been_built_beside_the_problems_its_data_seed_gi
     with pytest.raises(SystemExit, match="built beside 20 problems that data seed 0 does not give"):
         _check_base_draw("arith", settings, {})
     _check_base_draw("arith", {**settings, "base_data_seed": None}, {})  # nothing skipped: nothing to check
+    # a teacher that was never built (no distill experiment ran) beside a root with other problems: not checked.
+    # (The headline confirmatory run, restem only, stopped here at its second seed before this was fixed.)
+    teacher = root.of("distill").model_dir("arith", "teacher")
+    assert not teacher.exists()  # the table still holds the 20 problems data seed 0 does not give at 5/5/5
+    _check_base_draw("arith", {**settings, "base_model": "embedded"}, {"teacher_model": str(teacher)})
+    teacher.mkdir(parents=True)  # once built there, it is checked like the base
+    with pytest.raises(SystemExit, match="distill/teacher was built beside 20 problems"):
+        _check_base_draw("arith", {**settings, "base_model": "embedded"}, {"teacher_model": str(teacher)})
 
 
 # ------------------------------------------------------------------------------------------- settings files
