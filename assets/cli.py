@@ -195,12 +195,12 @@ def apply_settings(
     """Apply ``--set`` items to the ExperimentResource, TrainerResource, DistillResource and SamplerResource
     settings (in place); returns ``distill``. The resources' own validation checks the values when they are
     built."""
-    targets = {"": overrides, "experiment": overrides, "trainer": trainer, "distill": distill}
+    targets = {"": overrides, "experiment": overrides, "trainer": trainer, "distill": distill, "sampler": sampler}
     for key, value in parse_settings(items):
         target, _, field = key.rpartition(".")
-        if target == "sampler" and sampler is None:
+        if targets[target] is None:
             raise SystemExit(f"--set {key}: sampler settings apply to restem demo only")
-        {**targets, "sampler": sampler}[target][field] = value
+        targets[target][field] = value
     return distill
 
 

@@ -227,7 +227,7 @@ class TrainerResource(dg.ConfigurableResource):
             raise ValueError(MISSING_PEFT)
         if self.grad_accum_steps > self.batch_size:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be <= batch_size ({self.batch_size})")
-        if self.max_length < 0 or self.max_length == 1:
+        if self.max_length == 1:  # (negative values: the field validator)
             raise ValueError(f"max_length must be 0 (the model's context) or > 1, got {self.max_length}")
         if self.max_tokens_per_micro_batch < self.max_length:
             raise ValueError(
