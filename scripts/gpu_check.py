@@ -608,8 +608,7 @@ def part_mstep(ctx: Context, config_dir: Path) -> dict:
         out["models"][key] = {"parameters": params, "batch_examples": batch, "random_init": True, "rows": [],
                               "config": {k: getattr(cfg, k) for k in (*LLAMA_05B, "vocab_size")}}  # fmt: skip
     try:  # TRL and datasets travel as wheels: if they do not import there, the TRL rows say why
-        import datasets  # noqa: F401
-        import trl
+        import trl  # first: a machine without TRL is told so by name, not by one of its dependencies
         from trl import SFTTrainer  # noqa: F401  (trl imports lazily: this loads the trainer and datasets)
 
         out["trl"] = trl.__version__
