@@ -74,7 +74,9 @@ def run_paper(
     runs, settings, done = {}, {}, []
     for seed in seeds:
         root = roots[seed]
-        settings = {**overrides, "seed": seed, "data_seed": seed}
+        # a seed cut short (a session's end) runs its assets again: evaluations whose model, prompts and
+        # settings are unchanged are taken from its stored reports instead of run again
+        settings = {**overrides, "seed": seed, "data_seed": seed, "reuse_stored_evaluations": True}
         teacher = dict(distill or {})
         if reuse_base and seed != seeds[0]:
             # the first seed's models, unless given ones (--set base_model=PATH) serve every seed already

@@ -18,7 +18,8 @@ from assets.common import load_problems, md_table, run_prompter, stage_progress
 from assets.ingest import ingested_problems
 from resources import ExperimentResource, SamplerResource, StorageResource
 from restem_pipeline.evaluation import plots
-from restem_pipeline.evaluation.evaluate import evaluate, headline
+from restem_pipeline.evaluation.evaluate import evaluate, evaluation_fingerprint, headline, summarize
+from restem_pipeline.storage.shards import remove_shard_dir
 from restem_pipeline.storage.tables import DataRoot, write_text_atomic
 
 
@@ -40,9 +41,20 @@ def evaluation_result(
     problems = ingested_problems(problems_of, storage, experiment) if problems_of else load_problems(storage, name)
     cfg = experiment.eval_config(run_prompter(storage, experiment, name))
     smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
-    samples, summary = evaluate(smp, problems, cfg, stage_progress(context))
-    root.write_table(samples, "eval_samples", name, stage)
-    root.write_table(summary, "eval_summary", name, stage)
+    # each finished job is committed under parts: a run cut short (a session's end) resumes from them
+    parts = root.shard_dir("eval_samples", name, stage)
+    fingerprint = evaluation_fingerprint(
+        problems, cfg, model_path, {"sampler": sampler.model_dump(mode="json"), "evaluated_on": problems_of or name}
+    )
+    reused = stored_evaluation(root, name, stage, fingerprint) if experiment.reuse_stored_evaluations else None
+    if reused is not None:
+        samples, summary = reused, summarize(reused, cfg)
+        context.log.info(f"{stage}: the stored evaluation has this fingerprint (model, prompts, settings): reused")
+    else:
+        samples, summary = evaluate(smp, problems, cfg, stage_progress(context), parts, fingerprint, context.log.info)
+        root.write_table(samples, "eval_samples", name, stage)
+        root.write_table(summary, "eval_summary", name, stage)
+        remove_shard_dir(parts)  # only once the tables are stored
     metrics = headline(summary, cfg)
     shown = summary.select(
         [
@@ -77,6 +89,8 @@ def evaluation_result(
         "pass_at_k_curve": {str(k): v for k, v in curve.items()},
         "plots": {key: path.name for key, path in pngs.items()},
         "eval_config": {**cfg.__dict__, "prompter": cfg.prompter.name},
+        "fingerprint": fingerprint,
+        "reused": reused is not None,
     }
     json_path = root.write_json(report, name, stage)
     md_path = root.report_path(name, stage, ".md")
@@ -133,6 +147,15 @@ def stored_report(root: DataRoot, problem_set: str, stage: str) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not a valid report ({err})") from err
+
+
+def stored_evaluation(root: DataRoot, problem_set: str, stage: str, fingerprint: dict) -> pl.DataFrame | None:
+    """The stored ``eval_samples`` of ``stage`` when its report records this ``fingerprint``, else None."""
+    report = stored_report(root, problem_set, stage)
+    table = root.table_path("eval_samples", problem_set, stage)
+    if report is None or report.get("fingerprint") != fingerprint or not table.exists():
+        return None
+    return pl.read_parquet(table)
 
 
 def status_counts(df: pl.DataFrame) -> dict[str, int]:
