@@ -19,6 +19,9 @@ from restem_pipeline.training.lengths import LengthError, check_lengths
 from restem_pipeline.training.worker import MStepJob, run_job
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
+# a run tag: an evaluation whose stored report has the same fingerprint (model content, prompts, settings) is
+# reused, not run again; `restem experiment paper` sets it, so a seed cut short resumes
+REUSE_EVALUATIONS = "restem/reuse_stored_evaluations"
 
 
 def settled(resource: R, overrides: dict) -> R:

@@ -21,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from assets.common import REUSE_EVALUATIONS
 from assets.demo import demo_settings, ensure_instance, run_demo
 from assets.experiment import TEACHER_STAGE
 from assets.ingest import EMBEDDED_SETS, subset
@@ -76,7 +77,7 @@ def run_paper(
         root = roots[seed]
         # a seed cut short (a session's end) runs its assets again: evaluations whose model, prompts and
         # settings are unchanged are taken from its stored reports instead of run again
-        settings = {**overrides, "seed": seed, "data_seed": seed, "reuse_stored_evaluations": True}
+        settings = {**overrides, "seed": seed, "data_seed": seed}
         teacher = dict(distill or {})
         if reuse_base and seed != seeds[0]:
             # the first seed's models, unless given ones (--set base_model=PATH) serve every seed already
@@ -102,7 +103,7 @@ def run_paper(
                       "shards and saved train states are reused)")  # fmt: skip
             out = run_demo(
                 problem_set, exps, str(root.root), settings, show_progress=show_progress, trainer=trainer,
-                distill=teacher or None, tags={"restem/paper_seed": str(seed)},
+                distill=teacher or None, tags={"restem/paper_seed": str(seed), REUSE_EVALUATIONS: "true"},
             )  # fmt: skip
             runs[seed] = {"reused": False, "wall_seconds": out["wall_seconds"], "warnings": out["warnings"]}
         record = seed_record_from(root, problem_set, exps, seed, data)

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 from matplotlib.figure import Figure
 
-from assets.common import load_problems, md_table, run_prompter, stage_progress
+from assets.common import REUSE_EVALUATIONS, load_problems, md_table, run_prompter, stage_progress
 from assets.ingest import ingested_problems
 from resources import ExperimentResource, SamplerResource, StorageResource
 from restem_pipeline.evaluation import plots
@@ -46,7 +46,8 @@ def evaluation_result(
     fingerprint = evaluation_fingerprint(
         problems, cfg, model_path, {"sampler": sampler.model_dump(mode="json"), "evaluated_on": problems_of or name}
     )
-    reused = stored_evaluation(root, name, stage, fingerprint) if experiment.reuse_stored_evaluations else None
+    reuse = context.run.tags.get(REUSE_EVALUATIONS) == "true"
+    reused = stored_evaluation(root, name, stage, fingerprint) if reuse else None
     if reused is not None:
         samples, summary = reused, summarize(reused, cfg)
         context.log.info(f"{stage}: the stored evaluation has this fingerprint (model, prompts, settings): reused")

@@ -62,11 +62,6 @@ class ExperimentResource(dg.ConfigurableResource):
         description="a held-out slice: a file of problem ids (experiments/paper/holdout_*.txt, its header naming "
         "the set and split) that replaces that set's test split; '' = the whole split",
     )
-    reuse_stored_evaluations: bool = Field(
-        default=False,
-        description="an evaluation whose stored report has the same fingerprint (model content, prompts, "
-        "settings) is reused, not run again: how `restem experiment paper` resumes a seed cut short",
-    )
     verify_timeout_s: float = 5.0
     verify_workers: int = 1
     arith_train: int = 600

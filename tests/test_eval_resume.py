@@ -6,8 +6,9 @@ Checked on the trained tiny model with the transformers sampler: the resumed tab
 uninterrupted evaluation's (computed without parts), the sampler is called only for the jobs that were
 not committed, a changed setting discards every part, a corrupt part is run again. At the asset level
 (a real Dagster run of ``baselines/base_eval_report``): the parts are removed once the tables are stored,
-and with ``reuse_stored_evaluations`` (what ``restem experiment paper`` sets, so a seed cut short resumes)
-a stored evaluation with the same fingerprint is reused, while another model's content runs it again.
+and with the run tag ``restem/reuse_stored_evaluations`` (what ``restem experiment paper`` sets, so a
+seed cut short resumes) a stored evaluation with the same fingerprint is reused, while another model's
+content runs it again.
 """
 
 import json
@@ -19,6 +20,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from assets.common import REUSE_EVALUATIONS
 from assets.definitions import build_definitions
 from resources import ExperimentResource, StorageResource
 from restem_pipeline.evaluation.evaluate import EvalConfig, evaluate, evaluation_fingerprint
@@ -119,9 +121,7 @@ def test_parts_without_a_fingerprint_are_refused(setting, tmp_path):
 def materialize_base_eval(root: Path, base: Path, problems) -> tuple[dict, list[str]]:
     """One real run of ``baselines/base_eval_report`` with reuse on; (its report, its log messages)."""
     DataRoot(root).write_table(problems_frame(problems), "problems", "tiny", "ingest")
-    experiment = ExperimentResource(
-        base_model=str(base), max_new_tokens=24, eval_k=2, eval_train_subset=4, seed=0, reuse_stored_evaluations=True
-    )
+    experiment = ExperimentResource(base_model=str(base), max_new_tokens=24, eval_k=2, eval_train_subset=4, seed=0)
     defs = build_definitions(
         [Experiment("restem", iterations=1)],
         resources={"storage": StorageResource(data_root=str(root)), "experiment": experiment},
@@ -130,7 +130,9 @@ def materialize_base_eval(root: Path, base: Path, problems) -> tuple[dict, list[
     instance.add_dynamic_partitions("problem_set", ["tiny"])
     job = defs.resolve_implicit_global_asset_job_def()
     key = dg.AssetKey(["baselines", "base_eval_report"])
-    result = job.execute_in_process(instance=instance, partition_key="tiny", asset_selection=[key])
+    result = job.execute_in_process(
+        instance=instance, partition_key="tiny", asset_selection=[key], tags={REUSE_EVALUATIONS: "true"}
+    )
     assert result.success
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
     return json.loads(DataRoot(root).report_path("tiny", "base", ".json").read_text()), logs
