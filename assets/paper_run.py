@@ -75,8 +75,6 @@ def run_paper(
     runs, settings, done = {}, {}, []
     for seed in seeds:
         root = roots[seed]
-        # a seed cut short (a session's end) runs its assets again: evaluations whose model, prompts and
-        # settings are unchanged are taken from its stored reports instead of run again
         settings = {**overrides, "seed": seed, "data_seed": seed}
         teacher = dict(distill or {})
         if reuse_base and seed != seeds[0]:
@@ -101,6 +99,8 @@ def run_paper(
             if stored and show_progress:
                 print(f"seed {seed}: {stored} reports stored, not all: its assets run again (committed E-step "
                       "shards and saved train states are reused)")  # fmt: skip
+            # REUSE_EVALUATIONS: a seed cut short runs its assets again, but evaluations whose model, prompts
+            # and settings are unchanged are taken from its stored reports
             out = run_demo(
                 problem_set, exps, str(root.root), settings, show_progress=show_progress, trainer=trainer,
                 distill=teacher or None, tags={"restem/paper_seed": str(seed), REUSE_EVALUATIONS: "true"},

@@ -40,9 +40,6 @@ def evaluation_result(
     root = root or storage.root()
     problems = ingested_problems(problems_of, storage, experiment) if problems_of else load_problems(storage, name)
     cfg = experiment.eval_config(run_prompter(storage, experiment, name))
-    smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
-    # each finished job is committed under parts: a run cut short (a session's end) resumes from them
-    parts = root.shard_dir("eval_samples", name, stage)
     fingerprint = evaluation_fingerprint(
         problems, cfg, model_path, {"sampler": sampler.model_dump(mode="json"), "evaluated_on": problems_of or name}
     )
@@ -51,7 +48,9 @@ def evaluation_result(
     if reused is not None:
         samples, summary = reused, summarize(reused, cfg)
         context.log.info(f"{stage}: the stored evaluation has this fingerprint (model, prompts, settings): reused")
-    else:
+    else:  # the model is loaded only here; each finished job is committed under parts, so a cut run resumes
+        smp = sampler.sampler(model_path, stop=cfg.prompter.stop(problems[0]))
+        parts = root.shard_dir("eval_samples", name, stage)
         samples, summary = evaluate(smp, problems, cfg, stage_progress(context), parts, fingerprint, context.log.info)
         root.write_table(samples, "eval_samples", name, stage)
         root.write_table(summary, "eval_summary", name, stage)
